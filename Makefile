@@ -1,0 +1,38 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv, install the pinned stack,
+# then run. Everything else is a convenience on top.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup test lint format demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest -n 2
+
+demo: $(STAMP)
+	$(BIN)/flame-jax demo --out $(DEMO_OUT)
+
+bench: $(STAMP)
+	$(BIN)/python experiments/bench/metrics_bench.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
