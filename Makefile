@@ -29,7 +29,7 @@ test: lint
 	$(BIN)/python -m pytest -n 2
 
 demo: $(STAMP)
-	$(BIN)/flame-jax demo --out $(DEMO_OUT)
+	$(BIN)/flame-jax demo --out $(DEMO_OUT) --overwrite
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench/metrics_bench.py
