@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Bool, Float32
 
+from flame_jax._records import record_from_mapping, record_to_plain
 from flame_jax.data._format import Dataset
 
 __all__ = [
@@ -53,74 +54,7 @@ RULES_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------------
-# JSON helpers: each raises ValueError naming the field path.
-
-
-def _field(obj: Any, key: str, where: str) -> Any:
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{where}: must be a JSON object, got {type(obj).__name__}")
-    if key not in obj:
-        raise ValueError(f"{where}: missing field {key!r}")
-    return obj[key]
-
-
-def _int(obj: Any, key: str, where: str) -> int:
-    v = _field(obj, key, where)
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise ValueError(f"{where}.{key}: must be an integer, got {v!r}")
-    return v
-
-
-def _float(obj: Any, key: str, where: str) -> float:
-    v = _field(obj, key, where)
-    if not isinstance(v, int | float) or isinstance(v, bool):
-        raise ValueError(f"{where}.{key}: must be a number, got {v!r}")
-    return float(v)
-
-
-def _str(obj: Any, key: str, where: str) -> str:
-    v = _field(obj, key, where)
-    if not isinstance(v, str):
-        raise ValueError(f"{where}.{key}: must be a string, got {v!r}")
-    return v
-
-
-def _bool(obj: Any, key: str, where: str) -> bool:
-    v = _field(obj, key, where)
-    if not isinstance(v, bool):
-        raise ValueError(f"{where}.{key}: must be true or false, got {v!r}")
-    return v
-
-
-def _list(obj: Any, key: str, where: str) -> list:
-    v = _field(obj, key, where)
-    if not isinstance(v, list):
-        raise ValueError(f"{where}.{key}: must be a list, got {type(v).__name__}")
-    return v
-
-
-def _ints(obj: Any, key: str, where: str) -> tuple[int, ...]:
-    v = _list(obj, key, where)
-    for i, x in enumerate(v):
-        if not isinstance(x, int) or isinstance(x, bool):
-            raise ValueError(f"{where}.{key}[{i}]: must be an integer, got {x!r}")
-    return tuple(v)
-
-
-def _floats(obj: Any, key: str, where: str) -> tuple[float, ...]:
-    v = _list(obj, key, where)
-    for i, x in enumerate(v):
-        if not isinstance(x, int | float) or isinstance(x, bool):
-            raise ValueError(f"{where}.{key}[{i}]: must be a number, got {x!r}")
-    return tuple(float(x) for x in v)
-
-
-def _strs(obj: Any, key: str, where: str) -> tuple[str, ...]:
-    v = _list(obj, key, where)
-    for i, x in enumerate(v):
-        if not isinstance(x, str):
-            raise ValueError(f"{where}.{key}[{i}]: must be a string, got {x!r}")
-    return tuple(v)
+# Validation helpers: each raises ValueError naming the field path.
 
 
 def _check_prob(value: float, where: str) -> None:
@@ -131,19 +65,6 @@ def _check_prob(value: float, where: str) -> None:
 def _check_index(value: int, size: int, where: str, what: str) -> None:
     if not 0 <= value < size:
         raise ValueError(f"{where}: index {value} out of range [0, {size}) of the {what}")
-
-
-def _to_json(record: Any) -> dict[str, Any]:
-    out = {}
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
-        if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
-            out[f.name] = [_to_json(x) for x in value]
-        elif isinstance(value, tuple):
-            out[f.name] = list(value)
-        else:
-            out[f.name] = value
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,17 +93,6 @@ class DrugClass:
     substitutable: bool
     priority: int
 
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "DrugClass":
-        return cls(
-            name=_str(obj, "name", where),
-            stem=_str(obj, "stem", where),
-            members=_ints(obj, "members", where),
-            popularity=_floats(obj, "popularity", where),
-            substitutable=_bool(obj, "substitutable", where),
-            priority=_int(obj, "priority", where),
-        )
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Disease:
@@ -208,19 +118,6 @@ class Disease:
     procedures: tuple[int, ...]
     procedure_probs: tuple[float, ...]
 
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "Disease":
-        return cls(
-            name=_str(obj, "name", where),
-            chronic=_bool(obj, "chronic", where),
-            prevalence=_float(obj, "prevalence", where),
-            primary_code=_int(obj, "primary_code", where),
-            secondary_codes=_ints(obj, "secondary_codes", where),
-            classes=_ints(obj, "classes", where),
-            procedures=_ints(obj, "procedures", where),
-            procedure_probs=_floats(obj, "procedure_probs", where),
-        )
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ProcedureIndication:
@@ -228,10 +125,6 @@ class ProcedureIndication:
 
     procedure: int
     classes: tuple[int, ...]
-
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "ProcedureIndication":
-        return cls(procedure=_int(obj, "procedure", where), classes=_ints(obj, "classes", where))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -243,14 +136,6 @@ class Companion:
     companion: int
     prob: float
 
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "Companion":
-        return cls(
-            trigger=_int(obj, "trigger", where),
-            companion=_int(obj, "companion", where),
-            prob=_float(obj, "prob", where),
-        )
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Interaction:
@@ -260,10 +145,6 @@ class Interaction:
     b: int
     kind: str
 
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "Interaction":
-        return cls(a=_int(obj, "a", where), b=_int(obj, "b", where), kind=_str(obj, "kind", where))
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BackgroundDrug:
@@ -271,10 +152,6 @@ class BackgroundDrug:
 
     drug: int
     prob: float
-
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "BackgroundDrug":
-        return cls(drug=_int(obj, "drug", where), prob=_float(obj, "prob", where))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -285,14 +162,6 @@ class AgeRule:
     min_age: int
     prob: float
 
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "AgeRule":
-        return cls(
-            drug_class=_int(obj, "drug_class", where),
-            min_age=_int(obj, "min_age", where),
-            prob=_float(obj, "prob", where),
-        )
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Contraindication:
@@ -301,26 +170,6 @@ class Contraindication:
     disease: int
     drug_class: int
     prob: float
-
-    @classmethod
-    def from_json(cls, obj: Any, where: str) -> "Contraindication":
-        return cls(
-            disease=_int(obj, "disease", where),
-            drug_class=_int(obj, "drug_class", where),
-            prob=_float(obj, "prob", where),
-        )
-
-
-_RECORDS = {
-    "classes": DrugClass,
-    "diseases": Disease,
-    "procedure_indications": ProcedureIndication,
-    "companions": Companion,
-    "interactions": Interaction,
-    "background": BackgroundDrug,
-    "age_rules": AgeRule,
-    "contraindications": Contraindication,
-}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -499,7 +348,7 @@ class PlantedRules:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict; :meth:`from_json` inverts it exactly."""
-        return _to_json(self)
+        return record_to_plain(self)
 
     @classmethod
     def from_json(cls, obj: Any) -> "PlantedRules":
@@ -508,23 +357,7 @@ class PlantedRules:
         Raises:
           ValueError: naming the field at fault (e.g. ``classes[2].members[0]``).
         """
-        where = "rules"
-        kwargs: dict[str, Any] = {
-            "version": _int(obj, "version", where),
-            "med_codes": _strs(obj, "med_codes", where),
-            "diag_codes": _strs(obj, "diag_codes", where),
-            "proc_codes": _strs(obj, "proc_codes", where),
-            "fallback_drug": _int(obj, "fallback_drug", where),
-        }
-        for name in ("p_give", "p_stick", "p_avoid", "p_secondary", "noise_drug_rate"):
-            kwargs[name] = _float(obj, name, where)
-        for name, record in _RECORDS.items():
-            items = _list(obj, name, where)
-            kwargs[name] = tuple(record.from_json(x, f"{name}[{i}]") for i, x in enumerate(items))
-        unknown = sorted(set(obj) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"{where}: unknown field {unknown[0]!r}")
-        return cls(**kwargs)
+        return record_from_mapping(cls, obj)
 
 
 def load_rules(path: str | os.PathLike) -> PlantedRules:

@@ -74,7 +74,7 @@ def test_eval_without_ddi_says_not_available(cohort, tmp_path, capsys):
         (["data", "synth", "--out", "{tmp}/x", "--drugs", "3"], "drugs"),
         (
             ["data", "synth", "--out", "{tmp}/x", "--config", "{tmp}/bad.yaml"],
-            "unknown key 'colour'",
+            "colour: unknown key",
         ),
         (["eval", "reference", "--data", "{tmp}"], "dataset.json: missing"),
     ],

@@ -44,14 +44,14 @@ def test_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"sead": 1}, "unknown key 'sead' for Example"),
-        ({"seed": "1"}, "key 'seed': expected an integer, got '1'"),
-        ({"seed": True}, "key 'seed': expected an integer"),
-        ({"flag": 1}, "key 'flag': expected true or false"),
-        ({"sizes": 3}, "key 'sizes': expected a list"),
-        ({"sizes": [1, "a"]}, r"key 'sizes'\[1\]: expected an integer"),
-        ({"inner": {"rate": "fast"}}, "expected a number, got 'fast'"),
-        ({"inner": {"speed": 1}}, "unknown key 'speed' for Inner"),
+        ({"sead": 1}, "run.yaml: sead: unknown key for Example"),
+        ({"seed": "1"}, "run.yaml: seed: expected an integer, got '1'"),
+        ({"seed": True}, "seed: expected an integer"),
+        ({"flag": 1}, "flag: expected true or false"),
+        ({"sizes": 3}, "sizes: expected a list"),
+        ({"sizes": [1, "a"]}, r"sizes\[1\]: expected an integer"),
+        ({"inner": {"rate": "fast"}}, "inner.rate: expected a number, got 'fast'"),
+        ({"inner": {"speed": 1}}, "inner.speed: unknown key for Inner"),
         ({"seed": -2}, "seed must be >= 0, got -2"),
     ],
 )
