@@ -1,8 +1,8 @@
 """Pallas kernels for flame_jax (installed under the import name ``flame_jax_kernels``).
 
 Each module exports the kernel op (``pallas_*``, with ``interpret=`` for CPU tests), a pure-jnp
-``reference_*`` with the same signature, and a dispatcher that runs the compiled kernel on GPU /
-TPU and the reference elsewhere.
+``reference_*`` with the same signature, and a dispatcher that runs the compiled kernel on GPU
+(TPU and CPU use the reference).
 """
 
 from flame_jax_kernels.logprobs import (

@@ -197,7 +197,7 @@ def pallas_token_logprobs(
 
 
 def token_logprobs(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-token log-probabilities: the Pallas kernel on GPU / TPU, the jnp reference elsewhere.
+    """Per-token log-probabilities: the Pallas kernel on GPU, the jnp reference elsewhere.
 
     Args:
         logits: ``[..., vocab]``.

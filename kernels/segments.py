@@ -217,7 +217,7 @@ def pallas_segment_broadcast(
 
 
 def segment_sum(values: jax.Array, ids: jax.Array, num_segments: int) -> jax.Array:
-    """Token -> step sums: the Pallas kernel on GPU / TPU, the jnp reference elsewhere.
+    """Token -> step sums: the Pallas kernel on GPU, the jnp reference elsewhere.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -230,7 +230,7 @@ def segment_sum(values: jax.Array, ids: jax.Array, num_segments: int) -> jax.Arr
 
 
 def segment_broadcast(steps: jax.Array, ids: jax.Array) -> jax.Array:
-    """Step -> token gather: the Pallas kernel on GPU / TPU, the jnp reference elsewhere.
+    """Step -> token gather: the Pallas kernel on GPU, the jnp reference elsewhere.
 
     Examples:
         >>> import jax.numpy as jnp
