@@ -43,16 +43,6 @@ def reference_ddi_rate(pred: np.ndarray, ddi: np.ndarray) -> float:
     return bad / total if total else 0.0
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return generate_cohort(SyntheticConfig.tiny())
-
-
-@pytest.fixture(scope="module")
-def medium():
-    return generate_cohort(SyntheticConfig.tiny(patients=800))
-
-
 def _evaluate(cohort) -> dict[str, float]:
     ds = cohort.dataset
     rows = ds.split_rows("test")

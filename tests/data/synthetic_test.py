@@ -39,17 +39,6 @@ TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return generate_cohort(SyntheticConfig.tiny())
-
-
-@pytest.fixture(scope="module")
-def medium():
-    """Tiny vocabularies, more patients: enough visits for the statistical checks."""
-    return generate_cohort(SyntheticConfig.tiny(patients=800))
-
-
-@pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort") / "out"
     cohort = synthesize(out, SyntheticConfig.tiny(seed=3))
