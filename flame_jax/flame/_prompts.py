@@ -1,0 +1,268 @@
+"""Prompt rendering for FLAME: visit text with entity slots, classification and list-editing tasks.
+
+A prompt is plain text (no chat template, as in the original) plus the list of its entity slots in
+text order. Each slot is a placeholder string (``[PatEmb]``, ``[DiasEmb]``, ``[ProEmb]``,
+``[DrugEmb]``) written right after the entity's name, so the model sees the name and, through
+knowledge fusion, a projected external vector at the placeholder's position. The k-th placeholder
+of a kind in the text is the k-th slot of that kind in :attr:`Prompt.slots`.
+
+Where the original is inconsistent we choose (see the README's FLAME section):
+
+* history is the patient's true previous visit (``visit_index - 1``), not the adjacent row of a
+  filtered table, so the first visit of a val/test patient's second admission still gets history;
+* age and sex are always rendered (the synthetic and demo data have no discharge notes);
+* drug lists are sorted by vocabulary index; the targets too.
+
+References:
+    Fan et al., "Fine-grained List-wise Alignment for Generative Medication Recommendation"
+    (FLAME), arXiv 2505.20218 (2025), prompt templates and entity placeholders.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from flame_jax.data import Dataset
+
+__all__ = [
+    "PLACEHOLDERS",
+    "SLOT_KINDS",
+    "Prompt",
+    "PromptConfig",
+    "cls_target",
+    "list_target",
+    "previous_visit_rows",
+    "render_cls_prompt",
+    "render_list_prompt",
+]
+
+SLOT_KINDS = ("patient", "diag", "proc", "drug")
+PLACEHOLDERS = {
+    "patient": "[PatEmb]",
+    "diag": "[DiasEmb]",
+    "proc": "[ProEmb]",
+    "drug": "[DrugEmb]",
+}
+
+_CLS_INSTRUCTION = (
+    "Decide whether the candidate drug is effective and safe for this patient. "
+    "Answer <Yes.> or <No.> and give no explanation."
+)
+_LIST_INSTRUCTION = {
+    "add": (
+        "Refine the pre-predicted drug list for this patient: write the relevant drugs that are "
+        "missing from it, one drug name per line."
+    ),
+    "remove": (
+        "Refine the pre-predicted drug list for this patient: write the drugs in it that are "
+        "unnecessary or unsuitable, one drug name per line."
+    ),
+}
+_LIST_HEADER = {"add": "### Drugs to add:\n", "remove": "### Drugs to remove:\n"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PromptConfig:
+    """How visits are rendered.
+
+    Attributes:
+        history: include the patient's previous visit (with its prescribed drugs).
+        entity_slots: write placeholders after entity names (knowledge fusion); off gives text only.
+        max_codes: at most this many diagnoses and procedures per visit (in vocabulary order);
+            None keeps all. Small models need short prompts.
+    """
+
+    history: bool = True
+    entity_slots: bool = True
+    max_codes: int | None = None
+
+    def __post_init__(self):
+        if self.max_codes is not None and self.max_codes < 1:
+            raise ValueError(f"PromptConfig.max_codes must be >= 1 or None, got {self.max_codes}")
+
+
+class Prompt(NamedTuple):
+    """Prompt text and its entity slots.
+
+    Attributes:
+        text: the prompt, ending where the answer starts.
+        slots: ``(kind, ref)`` per placeholder in text order; ``kind`` is one of
+            :data:`SLOT_KINDS`; ``ref`` is the visit row for "patient" and the vocabulary index
+            for the others.
+    """
+
+    text: str
+    slots: tuple[tuple[str, int], ...]
+
+
+class _Builder:
+    def __init__(self, config: PromptConfig):
+        self.config = config
+        self.parts: list[str] = []
+        self.slots: list[tuple[str, int]] = []
+
+    def text(self, s: str) -> None:
+        self.parts.append(s)
+
+    def entity(self, name: str, kind: str, ref: int | np.integer) -> None:
+        if self.config.entity_slots:
+            self.parts.append(f"{name} {PLACEHOLDERS[kind]}" if name else PLACEHOLDERS[kind])
+            self.slots.append((kind, int(ref)))
+        else:
+            self.parts.append(name)
+
+    def entities(self, names: Sequence[str], kind: str, refs: np.ndarray, sep: str) -> None:
+        for i, (name, ref) in enumerate(zip(names, refs, strict=True)):
+            if i:
+                self.text(sep)
+            self.entity(name, kind, ref)
+
+    def build(self) -> Prompt:
+        return Prompt("".join(self.parts), tuple(self.slots))
+
+
+def previous_visit_rows(dataset: Dataset) -> np.ndarray:
+    """Row of each visit's previous visit of the same patient, -1 for a first visit.
+
+    Args:
+        dataset: visits sorted by (patient_id, visit_index), as the format guarantees.
+
+    Returns:
+        int64 [visits].
+    """
+    v = dataset.visits
+    prev = np.arange(len(v), dtype=np.int64) - 1
+    first = np.ones(len(v), dtype=bool)
+    first[1:] = v.patient_id[1:] != v.patient_id[:-1]
+    prev[first] = -1
+    return prev
+
+
+def _sex(gender: str) -> str:
+    return {"F": "female", "M": "male"}.get(gender, "unknown")
+
+
+def _codes(dataset: Dataset, row: int, config: PromptConfig) -> tuple[np.ndarray, np.ndarray]:
+    diag = np.sort(dataset.visits.diag[row])
+    proc = np.sort(dataset.visits.proc[row])
+    if config.max_codes is not None:
+        diag, proc = diag[: config.max_codes], proc[: config.max_codes]
+    return diag, proc
+
+
+def _visit_body(b: _Builder, dataset: Dataset, row: int, *, drugs: bool) -> None:
+    v = dataset.visits
+    age = int(v.age[row])
+    b.text(f"Age: {age if age >= 0 else 'unknown'}, Sex: {_sex(str(v.gender[row]))}, Diagnoses: [")
+    diag, proc = _codes(dataset, row, b.config)
+    b.entities([dataset.diag_vocab.titles[i] for i in diag], "diag", diag, ", ")
+    b.text("], Procedures: [")
+    b.entities([dataset.proc_vocab.titles[i] for i in proc], "proc", proc, ", ")
+    b.text("]")
+    if drugs:
+        meds = np.sort(v.med[row])
+        b.text(", Drugs: [")
+        b.entities([dataset.med_vocab.titles[i] for i in meds], "drug", meds, ", ")
+        b.text("]")
+    b.text(".\n")
+
+
+def _context(b: _Builder, dataset: Dataset, row: int, prev: int) -> None:
+    if b.config.history and prev >= 0:
+        b.text("### Previous hospitalization:\n")
+        _visit_body(b, dataset, prev, drugs=True)
+    b.text("### Current clinical condition:\nPatient: ")
+    b.entity("", "patient", row)
+    b.text(". ")
+    _visit_body(b, dataset, row, drugs=False)
+
+
+def _check_row(dataset: Dataset, row: int | np.integer, prev: int | np.integer) -> tuple[int, int]:
+    row = int(row)
+    if not 0 <= row < len(dataset.visits):
+        raise IndexError(f"visit row {row} is outside the dataset's {len(dataset.visits)} visits")
+    return row, int(prev)
+
+
+def render_cls_prompt(
+    dataset: Dataset,
+    row: int | np.integer,
+    candidate: int | np.integer,
+    *,
+    prev: int | np.integer = -1,
+    config: PromptConfig = PromptConfig(),
+) -> Prompt:
+    """The Yes/No classification prompt of pi_cls for one (visit, candidate drug).
+
+    Args:
+        dataset: the dataset.
+        row: the visit's row.
+        candidate: the candidate drug's vocabulary index.
+        prev: the previous visit's row (see :func:`previous_visit_rows`), -1 for none.
+        config: rendering options.
+
+    Returns:
+        The prompt; its text ends with ``"### Answer:\\n"``, where ``Yes.`` or ``No.`` follows.
+    """
+    row, prev = _check_row(dataset, row, prev)
+    b = _Builder(config)
+    b.text(_CLS_INSTRUCTION + "\n")
+    _context(b, dataset, row, prev)
+    b.text("Candidate drug: ")
+    b.entity(dataset.med_vocab.titles[int(candidate)], "drug", int(candidate))
+    b.text(".\n### Answer:\n")
+    return b.build()
+
+
+def render_list_prompt(
+    dataset: Dataset,
+    row: int | np.integer,
+    pre_list: Sequence[int] | np.ndarray,
+    task: str,
+    *,
+    prev: int | np.integer = -1,
+    config: PromptConfig = PromptConfig(),
+) -> Prompt:
+    """The list-editing prompt of pi_list: add missing drugs to, or remove drugs from, P0.
+
+    Args:
+        dataset: the dataset.
+        row: the visit's row.
+        pre_list: the pre-predicted list P0 (vocabulary indices; rendered sorted, one per line).
+        task: "add" or "remove".
+        prev: the previous visit's row, -1 for none.
+        config: rendering options.
+
+    Returns:
+        The prompt; its text ends with the "Drugs to add/remove" header after which the model
+        writes one drug name per line (possibly none) and then EOS.
+    """
+    if task not in _LIST_INSTRUCTION:
+        raise ValueError(f"task must be 'add' or 'remove', got {task!r}")
+    row, prev = _check_row(dataset, row, prev)
+    b = _Builder(config)
+    b.text(_LIST_INSTRUCTION[task] + "\n")
+    _context(b, dataset, row, prev)
+    b.text("### Pre-predicted drug list:\n")
+    for d in sorted({int(d) for d in pre_list}):
+        b.entity(dataset.med_vocab.titles[d], "drug", d)
+        b.text("\n")
+    b.text(_LIST_HEADER[task])
+    return b.build()
+
+
+def cls_target(label: bool | np.bool_) -> str:
+    """The answer text of a classification example (EOS is appended by the tokenizer side).
+
+    Examples:
+        >>> cls_target(True), cls_target(False)
+        ('Yes.', 'No.')
+    """
+    return "Yes." if label else "No."
+
+
+def list_target(dataset: Dataset, drugs: Sequence[int] | np.ndarray) -> str:
+    """The target of a list-editing example: names sorted by index, one per line ("" if none)."""
+    return "\n".join(dataset.med_vocab.titles[d] for d in sorted({int(d) for d in drugs}))
