@@ -38,11 +38,11 @@ __all__ = [
     "render_list_prompt",
 ]
 
-SLOT_KINDS = ("patient", "diag", "proc", "drug")
+SLOT_KINDS = ("patient", "diagnosis", "procedure", "drug")
 PLACEHOLDERS = {
     "patient": "[PatEmb]",
-    "diag": "[DiasEmb]",
-    "proc": "[ProEmb]",
+    "diagnosis": "[DiasEmb]",
+    "procedure": "[ProEmb]",
     "drug": "[DrugEmb]",
 }
 
@@ -157,9 +157,9 @@ def _visit_body(b: _Builder, dataset: Dataset, row: int, *, drugs: bool) -> None
     age = int(v.age[row])
     b.text(f"Age: {age if age >= 0 else 'unknown'}, Sex: {_sex(str(v.gender[row]))}, Diagnoses: [")
     diag, proc = _codes(dataset, row, b.config)
-    b.entities([dataset.diag_vocab.titles[i] for i in diag], "diag", diag, ", ")
+    b.entities([dataset.diag_vocab.titles[i] for i in diag], "diagnosis", diag, ", ")
     b.text("], Procedures: [")
-    b.entities([dataset.proc_vocab.titles[i] for i in proc], "proc", proc, ", ")
+    b.entities([dataset.proc_vocab.titles[i] for i in proc], "procedure", proc, ", ")
     b.text("]")
     if drugs:
         meds = np.sort(v.med[row])

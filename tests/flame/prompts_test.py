@@ -53,7 +53,7 @@ def test_slots_follow_placeholder_order(dataset):
     kinds = [_KIND_OF[m] for m in _PLACEHOLDER.findall(prompt.text)]
     assert kinds == [k for k, _ in prompt.slots]
     v = dataset.visits
-    diag_refs = [r for k, r in prompt.slots if k == "diag"]
+    diag_refs = [r for k, r in prompt.slots if k == "diagnosis"]
     assert diag_refs == sorted(v.diag[prev].tolist()) + sorted(v.diag[row].tolist())
     drug_refs = [r for k, r in prompt.slots if k == "drug"]
     assert drug_refs == [*sorted(v.med[prev].tolist()), 1, 2, 3]
@@ -92,7 +92,7 @@ def test_history_switch_and_code_cap(dataset):
     assert "Previous hospitalization" in with_history.text
     assert "Previous hospitalization" not in without.text
     capped = render_cls_prompt(dataset, row, 0, config=PromptConfig(max_codes=1))
-    assert sum(k == "diag" for k, _ in capped.slots) == min(1, len(dataset.visits.diag[row]))
+    assert sum(k == "diagnosis" for k, _ in capped.slots) == min(1, len(dataset.visits.diag[row]))
 
 
 def test_targets_and_bad_input(dataset):
