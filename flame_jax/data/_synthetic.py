@@ -41,6 +41,10 @@ non-zero DDI rate (about 0.08 on the default config, as in MIMIC-III).
     truth/oracle.parquet      per visit: visit_id, patient_id, split, med (the oracle's set),
                               scores (its marginal probability of every drug)
 
+The same raw tables in the MIMIC-IV hosp and eICU-CRD layouts: :func:`mimic4_tables`,
+:func:`eicu_tables`, :func:`write_raw_layout` (``flame-jax data synth-raw``); ingesting any layout
+with :func:`~flame_jax.data.prepare` gives back the cohort's visits.
+
 The medication set of a visit is exactly what its MAIN rows of PRESCRIPTIONS with a valid NDC map
 to through ``ndc2drug`` (BASE diluent rows carry NDC "0" or NDCs that are not drugs; ADDITIVE rows
 repeat drugs of the set). As in MIMIC, some MAIN rows have NDC "0" or none, a few DIAGNOSES_ICD
@@ -85,12 +89,16 @@ from flame_jax.data._oracle import (
 )
 
 __all__ = [
+    "RAW_LAYOUTS",
     "RAW_TABLES",
     "SyntheticCohort",
     "SyntheticConfig",
+    "eicu_tables",
     "generate_cohort",
+    "mimic4_tables",
     "synthesize",
     "write_cohort",
+    "write_raw_layout",
 ]
 
 # Raw tables in the order they are written; MIMIC-III v1.4 column sets and orders.
@@ -1255,3 +1263,232 @@ def synthesize(
     cohort = _generate(config, progress=progress)
     write_cohort(cohort, out, overwrite=overwrite)
     return cohort
+
+
+# --------------------------------------------------------------------------------------------------
+# Other raw layouts of the same cohort: MIMIC-IV (hosp module) and eICU-CRD
+
+RAW_LAYOUTS = ("mimic3", "mimic4", "eicu")
+
+
+def _lower(frame: Any, rename: Mapping[str, str] | None = None, drop: tuple = ()) -> Any:
+    frame = frame.drop(columns=[c for c in drop if c in frame.columns])
+    frame = frame.rename(columns=dict(rename or {}))
+    return frame.rename(columns={c: c.lower() for c in frame.columns})
+
+
+def mimic4_tables(cohort: SyntheticCohort) -> dict[str, Any]:
+    """The cohort's raw tables in the MIMIC-IV hosp layout (lower-case names and columns).
+
+    Same admissions, codes and prescriptions as the MIMIC-III tables; codes are ICD-9 with
+    ``icd_version`` 9; patients carry ``anchor_age`` (age at the first admission) and
+    ``anchor_year`` (its year) instead of a date of birth.
+    """
+    import pandas as pd
+
+    raw = cohort.raw
+    ds = cohort.dataset
+    first = ds.visits.visit_index == 0
+    anchor_year = [int(str(t)[:4]) for t in ds.visits.admit_time[first]]
+    pat = raw["PATIENTS"]
+    patients = pd.DataFrame(
+        {
+            "subject_id": pat["SUBJECT_ID"],
+            "gender": pat["GENDER"],
+            "anchor_age": ds.visits.age[first].astype(np.int64),
+            "anchor_year": np.asarray(anchor_year, np.int64),
+            "anchor_year_group": [f"{y - y % 3} - {y - y % 3 + 2}" for y in anchor_year],
+            "dod": pat["DOD"].str.slice(0, 10),
+        }
+    )
+    admissions = _lower(
+        raw["ADMISSIONS"],
+        {"ETHNICITY": "RACE"},
+        ("ROW_ID", "RELIGION", "DIAGNOSIS", "HAS_CHARTEVENTS_DATA"),
+    )
+    admit_of = dict(zip(raw["ADMISSIONS"]["HADM_ID"], raw["ADMISSIONS"]["ADMITTIME"], strict=True))
+    out = {"patients": patients, "admissions": admissions}
+    for name, src in (("diagnoses_icd", "DIAGNOSES_ICD"), ("procedures_icd", "PROCEDURES_ICD")):
+        f = _lower(raw[src], {"ICD9_CODE": "ICD_CODE"}, ("ROW_ID",))
+        f["icd_version"] = np.full(len(f), 9, np.int64)
+        if name == "procedures_icd":
+            f.insert(3, "chartdate", [str(admit_of[h])[:10] for h in f["hadm_id"]])
+        out[name] = f
+    rx = raw["PRESCRIPTIONS"]
+    out["prescriptions"] = pd.DataFrame(
+        {
+            "subject_id": rx["SUBJECT_ID"],
+            "hadm_id": rx["HADM_ID"],
+            "pharmacy_id": np.arange(1, len(rx) + 1, dtype=np.int64) * 7,
+            "poe_id": [f"{s}-{i + 1}" for i, s in enumerate(rx["SUBJECT_ID"])],
+            "poe_seq": np.arange(1, len(rx) + 1, dtype=np.int64),
+            "order_provider_id": None,
+            "starttime": rx["STARTDATE"],
+            "stoptime": rx["ENDDATE"],
+            "drug_type": rx["DRUG_TYPE"],
+            "drug": rx["DRUG"],
+            "formulary_drug_cd": rx["FORMULARY_DRUG_CD"],
+            "gsn": rx["GSN"],
+            "ndc": rx["NDC"],
+            "prod_strength": rx["PROD_STRENGTH"],
+            "form_rx": None,
+            "dose_val_rx": rx["DOSE_VAL_RX"],
+            "dose_unit_rx": rx["DOSE_UNIT_RX"],
+            "form_val_disp": rx["FORM_VAL_DISP"],
+            "form_unit_disp": rx["FORM_UNIT_DISP"],
+            "doses_per_24_hrs": None,
+            "route": rx["ROUTE"],
+        }
+    )
+    for name, src in (
+        ("d_icd_diagnoses", "D_ICD_DIAGNOSES"),
+        ("d_icd_procedures", "D_ICD_PROCEDURES"),
+    ):
+        f = raw[src]
+        out[name] = pd.DataFrame(
+            {"icd_code": f["ICD9_CODE"], "icd_version": np.full(len(f), 9, np.int64),
+             "long_title": f["LONG_TITLE"]}
+        )  # fmt: skip
+    return out
+
+
+def _dotted_icd9(code: str) -> str:
+    """MIMIC's undotted ICD-9 diagnosis code in eICU's dotted form ('4280' -> '428.0')."""
+    head = 4 if code.startswith("E") else 3
+    return code if len(code) <= head else f"{code[:head]}.{code[head:]}"
+
+
+def eicu_tables(cohort: SyntheticCohort) -> dict[str, Any]:
+    """The cohort in the eICU-CRD layout: patient, diagnosis, treatment, physicalExam, medication.
+
+    One ICU stay per admission (patientunitstayid = HADM_ID; hospital stay ids in admission
+    order); uniquepid 'XXX-XXXXX' spells the SUBJECT_ID; age is a string ("> 89" from 90).
+    Diagnoses carry dotted ICD-9 codes (a few rows have only a diagnosis string, as in eICU);
+    treatments are the procedures' titles (physicalExam paths end with them); medication rows
+    are the MAIN prescriptions with strength-suffixed upper-case names, plus the BASE rows as
+    cancelled orders.
+    """
+    import pandas as pd
+
+    raw = cohort.raw
+    ds = cohort.dataset
+    v = ds.visits
+    stay_of = {int(h): 1_000_000 + i for i, h in enumerate(v.visit_id.tolist())}
+    year = np.asarray([int(str(t)[:4]) for t in v.admit_time], np.int64)
+    adm = raw["ADMISSIONS"].set_index("HADM_ID")
+    disch_year = np.asarray([int(str(adm.loc[h, "DISCHTIME"])[:4]) for h in v.visit_id], np.int64)
+    patient = pd.DataFrame(
+        {
+            "patientunitstayid": v.visit_id,
+            "patienthealthsystemstayid": [stay_of[int(h)] for h in v.visit_id],
+            "gender": ["Female" if g == "F" else "Male" for g in v.gender],
+            "age": ["> 89" if a >= 90 else str(int(a)) for a in v.age],
+            "ethnicity": [adm.loc[h, "ETHNICITY"] for h in v.visit_id],
+            "hospitalid": (v.patient_id % 7 + 60).astype(np.int64),
+            "hospitaladmitoffset": np.zeros(len(v), np.int64),
+            "hospitaldischargeyear": disch_year,
+            "unitvisitnumber": np.ones(len(v), np.int64),
+            "unitdischargeoffset": (disch_year - year + 1) * 1440,
+            "uniquepid": [f"{p // 100_000:03d}-{p % 100_000:05d}" for p in v.patient_id.tolist()],
+        }
+    )
+    titles = dict(zip(raw["D_ICD_DIAGNOSES"]["ICD9_CODE"], raw["D_ICD_DIAGNOSES"]["LONG_TITLE"],
+                      strict=True))  # fmt: skip
+    dx = raw["DIAGNOSES_ICD"]
+    codes = [c if isinstance(c, str) else "" for c in dx["ICD9_CODE"].astype(object)]
+    diagnosis = pd.DataFrame(
+        {
+            "diagnosisid": np.arange(1, len(dx) + 1, dtype=np.int64),
+            "patientunitstayid": dx["HADM_ID"],
+            "activeupondischarge": "True",
+            "diagnosisoffset": np.arange(len(dx), dtype=np.int64) % 600,
+            "diagnosisstring": [
+                f"general|{titles.get(c, 'other')}" if c else "general|unspecified" for c in codes
+            ],
+            "icd9code": [_dotted_icd9(c) if c else None for c in codes],
+            "diagnosispriority": [
+                "Primary" if s == 1 else "Other" for s in dx["SEQ_NUM"].fillna(0)
+            ],
+        }
+    )
+    ptitle = dict(zip(raw["D_ICD_PROCEDURES"]["ICD9_CODE"], raw["D_ICD_PROCEDURES"]["LONG_TITLE"],
+                      strict=True))  # fmt: skip
+    px = raw["PROCEDURES_ICD"]
+    treatment = pd.DataFrame(
+        {
+            "treatmentid": np.arange(1, len(px) + 1, dtype=np.int64),
+            "patientunitstayid": px["HADM_ID"],
+            "treatmentoffset": np.arange(len(px), dtype=np.int64) % 900,
+            "treatmentstring": [ptitle[c] for c in px["ICD9_CODE"]],
+            "activeupondischarge": "False",
+        }
+    )
+    exam = pd.DataFrame(
+        {
+            "physicalexamid": np.arange(1, len(px) + 1, dtype=np.int64),
+            "patientunitstayid": px["HADM_ID"],
+            "physicalexamoffset": np.arange(len(px), dtype=np.int64) % 900,
+            "physicalexampath": [f"notes/Progress Notes/Physical Exam/{ptitle[c]}"
+                                 for c in px["ICD9_CODE"]],
+            "physicalexamvalue": "performed",
+            "physicalexamtext": "performed",
+        }
+    )  # fmt: skip
+    rx = raw["PRESCRIPTIONS"]
+    keep = rx["DRUG_TYPE"].isin(["MAIN", "BASE"]).to_numpy()
+    rx = rx[keep].reset_index(drop=True)
+    base = (rx["DRUG_TYPE"] == "BASE").to_numpy()
+    generic = [
+        g if isinstance(g, str) else d
+        for g, d in zip(rx["DRUG_NAME_GENERIC"], rx["DRUG"], strict=True)
+    ]
+    medication = pd.DataFrame(
+        {
+            "medicationid": np.arange(1, len(rx) + 1, dtype=np.int64),
+            "patientunitstayid": rx["HADM_ID"],
+            "drugorderoffset": np.arange(len(rx), dtype=np.int64) % 1440,
+            "drugstartoffset": np.arange(len(rx), dtype=np.int64) % 1440 + 5,
+            "drugivadmixture": "No",
+            "drugordercancelled": np.where(base, "Yes", "No"),
+            "drugname": [
+                f"{g.upper()} {s}" for g, s in zip(generic, rx["PROD_STRENGTH"], strict=True)
+            ],
+            "drughiclseqno": rx["GSN"],
+            "dosage": [
+                f"{d} {u}" for d, u in zip(rx["DOSE_VAL_RX"], rx["DOSE_UNIT_RX"], strict=True)
+            ],
+            "routeadmin": rx["ROUTE"],
+            "frequency": "Q24H",
+            "loadingdose": None,
+            "prn": "No",
+            "drugstopoffset": np.arange(len(rx), dtype=np.int64) % 1440 + 600,
+            "gtc": np.zeros(len(rx), np.int64),
+        }
+    )
+    return {"patient": patient, "diagnosis": diagnosis, "treatment": treatment,
+            "physicalExam": exam, "medication": medication}  # fmt: skip
+
+
+def write_raw_layout(
+    cohort: SyntheticCohort, out: str | os.PathLike, layout: str, *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Writes the cohort's raw tables in ``layout`` ("mimic3", "mimic4" or "eicu") to ``out``,
+    atomically, as gzipped CSV (MIMIC-IV tables under ``hosp/``). Deterministic bytes.
+
+    Returns:
+      Table name -> path.
+    """
+    if layout not in RAW_LAYOUTS:
+        raise ValueError(f"layout must be one of {RAW_LAYOUTS}, got {layout!r}")
+    tables = {"mimic3": lambda c: dict(c.raw), "mimic4": mimic4_tables, "eicu": eicu_tables}
+    frames = tables[layout](cohort)
+    sub = Path("hosp") if layout == "mimic4" else Path()
+    out = Path(out)
+    paths = {}
+    with _io.atomic_directory(out, overwrite=overwrite) as tmp:
+        for name, frame in frames.items():
+            rel = sub / f"{name}.csv.gz"
+            text = frame.to_csv(index=False, lineterminator="\n")
+            _io.write_gzip_atomic(tmp / rel, text.encode("utf-8"))
+            paths[name] = out / rel
+    return paths
