@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flame_jax.cli import _ingest
+
 __all__ = ["main"]
 
 
@@ -226,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("dataset", type=Path)
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_data_stats)
+    _ingest.register(data)  # data prepare, data import-pickles, data synth-raw, data tfds
 
     ev = sub.add_parser("eval", help="evaluation").add_subparsers(
         dest="eval_command", required=True, metavar="SUBCOMMAND"
