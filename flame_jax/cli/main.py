@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from flame_jax.cli import _ingest
+from flame_jax.cli import _baselines, _ingest
 
 __all__ = ["main"]
 
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--out", type=Path, help="folder for metrics.json/.md/.png")
     ref.add_argument("--overwrite", action="store_true")
     ref.set_defaults(func=cmd_eval_reference)
+
+    _baselines.register(sub)  # baseline train, baseline eval, baseline export
 
     demo = sub.add_parser("demo", help="the default demo on the built-in synthetic data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
