@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from flame_jax.cli import _baselines, _ingest
+from flame_jax.cli import _baselines, _consensus, _ingest
 
 __all__ = ["main"]
 
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref.set_defaults(func=cmd_eval_reference)
 
     _baselines.register(sub)  # baseline train, baseline eval, baseline export
+    _consensus.register(sub)  # consensus vignettes, consensus run, serve
 
     demo = sub.add_parser("demo", help="the default demo on the built-in synthetic data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -1,0 +1,385 @@
+"""Vancouver consensus (CrowdGrader) on a masked ``[models, items]`` grade matrix.
+
+Reviewers ``r`` grade items ``i``; an edge is an observed grade ``g_ri`` (``mask[r, i]``). Each
+reviewer has an unknown noise variance; the algorithm passes (grade, variance) messages on the
+bipartite reviewer-item graph for a fixed number of rounds and then returns an inverse-variance
+weighted consensus grade per item and a variance (and quality) per reviewer. A missing review is a
+missing edge, never a grade of 0; self-review is excluded by giving the author's edge mask 0.
+
+Everything is fixed-shape, so ``vancouver`` jits once per shape and vmaps over a leading vignette
+axis; pad reviewers and items with mask 0 and the padded rows/columns change nothing.
+``vancouver_batch`` computes the same for a ``[batch, models, items]`` stack, faster on CPU.
+
+References:
+    de Alfaro & Shavlovsky, "CrowdGrader: Crowdsourcing the Evaluation of Homework Assignments",
+    UCSC-SOE-13-11 / arXiv:1308.5273 (2013); Shavlovsky, PhD thesis §2.5 (2017); Sanchez et al.,
+    "Multi-LLM Collaboration for Medication Recommendation", arXiv:2512.05066 (2025).
+"""
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from flame_jax.arraytypes import Array, ArrayLike, Bool, Float, Int
+from flame_jax.consensus._ensemble_metrics import _safe_div
+
+__all__ = ["VancouverConfig", "VancouverResult", "vancouver", "vancouver_batch"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VancouverConfig:
+    """Hyperparameters of :func:`vancouver` (compile-time constants).
+
+    Attributes:
+        iterations: number of full propagation rounds ``K`` (no convergence test), ``>= 1``.
+        eps: ``BASIC_PRECISION``, added to every variance before inverting (weights ``<= 1/eps``);
+            in squared grade units.
+        leave_one_out: exclude the recipient's own data from the message sent to it (the published
+            formulation); an item with one reviewer / a reviewer with one item still uses it.
+            ``False`` matches the reference code's 2014 default ``use_all_data=True``.
+        variance_floor: when set, clamp every reviewer->item variance ``V >= variance_floor`` after
+            each round (stabilises small graphs; 1e-3 in the Northwestern variant). The final
+            reviewer variance is reported unclamped.
+        debias: estimate and subtract a per-reviewer additive bias.
+        init_variance: variance of every reviewer->item message before the first round.
+
+    Examples:
+        >>> VancouverConfig().leave_one_out
+        True
+        >>> VancouverConfig(iterations=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: iterations must be an int >= 1, got 0
+    """
+
+    iterations: int = 20
+    eps: float = 1e-4
+    leave_one_out: bool = True
+    variance_floor: float | None = None
+    debias: bool = False
+    init_variance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int):
+            raise ValueError(f"iterations must be an int >= 1, got {self.iterations!r}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be an int >= 1, got {self.iterations}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be finite and > 0, got {self.eps}")
+        if self.variance_floor is not None and not (
+            math.isfinite(self.variance_floor) and self.variance_floor >= 0
+        ):
+            raise ValueError(f"variance_floor must be None or >= 0, got {self.variance_floor}")
+        if not (math.isfinite(self.init_variance) and self.init_variance > 0):
+            raise ValueError(f"init_variance must be finite and > 0, got {self.init_variance}")
+        for name in ("leave_one_out", "debias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    @classmethod
+    def paper(cls) -> "VancouverConfig":
+        """The published formulation: K 20, eps 1e-4, leave-one-out on, no debias, no floor."""
+        return cls()
+
+    @classmethod
+    def reference_2014(cls) -> "VancouverConfig":
+        """The reference code's 2014 default (``use_all_data=True``: leave-one-out off)."""
+        return cls(leave_one_out=False)
+
+    @classmethod
+    def stable(cls) -> "VancouverConfig":
+        """Leave-one-out with a variance floor of 1e-3, recommended for small ensembles."""
+        return cls(variance_floor=1e-3)
+
+
+class VancouverResult(NamedTuple):
+    """Outputs of :func:`vancouver`; entries of items/reviewers without any edge are 0.
+
+    Attributes:
+        grade: consensus grade ``q_i`` per item, ``[items]``.
+        item_variance: variance of the consensus ``var_i`` per item, ``[items]``.
+        reviewer_variance: noise variance ``v_r`` against the final consensus, ``[models]``.
+        reviewer_quality: ``rho_r = max(0, 1 - sqrt(v_r) / (sqrt(2) SD(grades)))``, ``[models]``.
+        reliability: reliability weight ``1 / (eps + v_r)``, ``[models]``.
+        reviewer_bias: additive bias ``b_r`` (0 unless ``debias``), ``[models]``.
+        edge_variance: final reviewer->item message variances ``V_ri`` (0 off the edges),
+            ``[models, items]``.
+        item_count: number of reviews per item, ``[items]``.
+        reviewer_count: number of reviews per reviewer, ``[models]``.
+    """
+
+    grade: Float[Array, " items"]
+    item_variance: Float[Array, " items"]
+    reviewer_variance: Float[Array, " models"]
+    reviewer_quality: Float[Array, " models"]
+    reliability: Float[Array, " models"]
+    reviewer_bias: Float[Array, " models"]
+    edge_variance: Float[Array, "models items"]
+    item_count: Int[Array, " items"]
+    reviewer_count: Int[Array, " models"]
+
+
+def _others(x: Array, axis: int) -> Array:
+    """Sum of ``x`` along ``axis`` excluding each position itself, without cancellation.
+
+    ``prefix (exclusive) + suffix (exclusive)`` instead of ``total - x``: edge weights can reach
+    ``1/eps`` and subtracting them from a total in float32 would lose the small remaining terms.
+    Short axes (every realistic ensemble) are unrolled into slices and adds, which XLA fuses.
+    """
+    n = x.shape[axis]
+    if n > 32:
+        zero = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
+        head = jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)
+        tail = jax.lax.slice_in_dim(x, 1, n, axis=axis)
+        prefix = jnp.concatenate([zero, jnp.cumsum(head, axis=axis)], axis=axis)
+        suffix = jnp.flip(jnp.cumsum(jnp.flip(tail, axis), axis=axis), axis)
+        return prefix + jnp.concatenate([suffix, zero], axis)
+    parts = [jax.lax.index_in_dim(x, k, axis=axis, keepdims=False) for k in range(n)]
+    prefix = [jnp.zeros_like(parts[0])]
+    for k in range(1, n):
+        prefix.append(prefix[-1] + parts[k - 1])
+    suffix = [jnp.zeros_like(parts[0])]
+    for k in range(n - 2, -1, -1):
+        suffix.append(suffix[-1] + parts[k + 1])
+    suffix.reverse()
+    return jnp.stack([p + q for p, q in zip(prefix, suffix, strict=True)], axis=axis)
+
+
+def _include_sums(x: Array, m: Array, axis: int, loo: bool) -> Array:
+    """Per-edge sums of ``x`` over the include set along ``axis`` (others if LOO and >= 2)."""
+    total = jnp.broadcast_to(jnp.sum(x, axis=axis, keepdims=True), x.shape)
+    if not loo:
+        return total
+    count = jnp.sum(m, axis=axis, keepdims=True)
+    return jnp.where(count >= 2, _others(x, axis), total)
+
+
+# The core works on [reviewers, items, *batch] arrays: a single graph has no batch axes, and
+# vancouver_batch puts the vignette axis last, where XLA's CPU loops vectorise over it.
+
+
+def _item_step(
+    msg_grade: Array, var: Array, m: Array, eps: float, loo: bool
+) -> tuple[Array, Array]:
+    """Item -> reviewer messages ``(mu, s)`` on every edge (§2.3 a)."""
+    w = jnp.where(m, 1 / (eps + var), 0)
+    sw = _include_sums(w, m, 0, loo)
+    sg = _include_sums(w * msg_grade, m, 0, loo)
+    sv = _include_sums(w * w * var, m, 0, loo)
+    mu = jnp.where(m, _safe_div(sg, sw), 0)
+    s = jnp.where(m, _safe_div(sv, sw * sw), 0)
+    return mu, s
+
+
+def _reviewer_step(
+    g: Array, mu: Array, s: Array, m: Array, eps: float, loo: bool, debias: bool
+) -> tuple[Array, Array]:
+    """Reviewer -> item messages: bias ``b`` and variance ``V`` on every edge (§2.3 b)."""
+    c = jnp.where(m, 1 / (eps + s), 0)
+    d = jnp.where(m, g - mu, 0)
+    sc = _include_sums(c, m, 1, loo)
+    if not debias:
+        var = _safe_div(_include_sums(c * d * d, m, 1, loo), sc)
+        return jnp.zeros_like(g), jnp.where(m, var, 0)
+    bias = jnp.where(m, _safe_div(_include_sums(c * d, m, 1, loo), sc), 0)
+    # The bias depends on the recipient i, so the residuals are formed per (r, i, j) directly
+    # rather than by expanding the square (which would cancel badly when b is large).
+    n_items = g.shape[1]
+    batch = (1,) * (g.ndim - 2)
+    include = m[:, None, :]  # [r, i (recipient), j, *batch]
+    if loo:
+        own = jnp.eye(n_items, dtype=bool).reshape(1, n_items, n_items, *batch)
+        many = (jnp.sum(m, axis=1) >= 2)[:, None, None]
+        include = include & ~(own & many)
+    resid = d[:, None, :] - bias[:, :, None]
+    num = jnp.sum(jnp.where(include, c[:, None, :] * resid * resid, 0), axis=2)
+    den = jnp.sum(jnp.where(include, c[:, None, :], 0), axis=2)
+    var = jnp.where(m, _safe_div(num, den), 0)
+    return bias, var
+
+
+def _quality(v: Array, g: Array, m: Array) -> Array:
+    """``rho`` per reviewer (see reviewer_quality), per graph over the leading two axes."""
+    n = jnp.sum(m, axis=(0, 1), keepdims=True).astype(g.dtype)
+    mean = _safe_div(jnp.sum(g, axis=(0, 1), keepdims=True), n)
+    sq = jnp.sum(jnp.where(m, (g - mean) ** 2, 0), axis=(0, 1), keepdims=True)
+    var_all = _safe_div(sq, n)[0]
+    sigma = jnp.sqrt(2 * var_all)  # [1, *batch], broadcasts against [reviewers, *batch]
+    root_v = jnp.where(v > 0, jnp.sqrt(jnp.where(v > 0, v, 1)), 0)
+    rho = jnp.where(
+        sigma > 0, jnp.maximum(0, 1 - root_v / jnp.where(sigma > 0, sigma, 1)), jnp.ones_like(v)
+    )
+    return jnp.where(jnp.any(m, axis=1), rho, 0)
+
+
+def _core(grades: Array, mask: Array, config: VancouverConfig) -> VancouverResult:
+    m = mask
+    g = jnp.where(m, grades, 0)
+    eps, loo = config.eps, config.leave_one_out
+    init_var = jnp.where(m, jnp.asarray(config.init_variance, g.dtype), 0)
+
+    def body(_, carry):
+        bias, var, _, _ = carry
+        mu, s = _item_step(g - bias, var, m, eps, loo)
+        bias, var = _reviewer_step(g, mu, s, m, eps, loo, config.debias)
+        if config.variance_floor is not None:
+            var = jnp.where(m, jnp.maximum(var, config.variance_floor), 0)
+        return bias, var, mu, s
+
+    zeros = jnp.zeros_like(g)
+    bias, var, mu, s = jax.lax.fori_loop(
+        0, config.iterations, body, (zeros, init_var, zeros, zeros)
+    )
+
+    # Final aggregation (§2.4): all reviewers of each item, no leave-one-out.
+    w = jnp.where(m, 1 / (eps + var), 0)
+    sw = jnp.sum(w, axis=0)
+    q = _safe_div(jnp.sum(w * (g - bias), axis=0), sw)
+    item_var = _safe_div(jnp.sum(w * w * var, axis=0), sw * sw)
+
+    c = jnp.where(m, 1 / (eps + s), 0)
+    sc = jnp.sum(c, axis=1)
+    if config.debias:
+        b_r = _safe_div(jnp.sum(c * jnp.where(m, g - mu, 0), axis=1), sc)
+    else:
+        b_r = jnp.zeros_like(sc)
+    resid = jnp.where(m, g - b_r[:, None] - q[None], 0)
+    v_r = _safe_div(jnp.sum(c * resid * resid, axis=1), sc)
+
+    reviewer_count = jnp.sum(m, axis=1).astype(jnp.int32)
+    return VancouverResult(
+        grade=q,
+        item_variance=item_var,
+        reviewer_variance=v_r,
+        reviewer_quality=_quality(v_r, g, m),
+        reliability=jnp.where(reviewer_count > 0, 1 / (eps + v_r), 0),
+        reviewer_bias=b_r,
+        edge_variance=var,
+        item_count=jnp.sum(m, axis=0).astype(jnp.int32),
+        reviewer_count=reviewer_count,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _vancouver(grades: Array, mask: Array, config: VancouverConfig) -> VancouverResult:
+    return _core(grades, mask, config)
+
+
+_CHUNK_ELEMENTS = 8192  # grades per chunk: the 20 rounds of a chunk run in cache
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _vancouver_batch(grades: Array, mask: Array, config: VancouverConfig) -> VancouverResult:
+    batch, n_rev, n_items = grades.shape
+    chunk = max(1, min(batch, _CHUNK_ELEMENTS // max(1, n_rev * n_items)))
+    n_chunks = -(-batch // chunk)
+    pad = n_chunks * chunk - batch
+    if pad:  # padding vignettes have no edges
+        grades = jnp.concatenate([grades, jnp.zeros((pad, n_rev, n_items), grades.dtype)])
+        mask = jnp.concatenate([mask, jnp.zeros((pad, n_rev, n_items), bool)])
+
+    def one_chunk(args: tuple[Array, Array]) -> VancouverResult:
+        g, m = args
+        out = _core(jnp.moveaxis(g, 0, -1), jnp.moveaxis(m, 0, -1), config)
+        return VancouverResult(*(jnp.moveaxis(x, -1, 0) for x in out))
+
+    shape = (n_chunks, chunk, n_rev, n_items)
+    out = jax.lax.map(one_chunk, (grades.reshape(shape), mask.reshape(shape)))
+    return VancouverResult(*(x.reshape(n_chunks * chunk, *x.shape[2:])[:batch] for x in out))
+
+
+def _prepare(grades: ArrayLike, mask: ArrayLike) -> tuple[Array, Array]:
+    grades = jnp.asarray(grades)
+    if not jnp.issubdtype(grades.dtype, jnp.floating):
+        grades = grades.astype(jnp.float32)
+    return grades, jnp.asarray(mask, dtype=bool)
+
+
+def vancouver(
+    grades: Float[ArrayLike, "models items"],
+    mask: Bool[ArrayLike, "models items"],
+    *,
+    config: VancouverConfig = VancouverConfig(),
+) -> VancouverResult:
+    """Vancouver consensus grades and reviewer reliabilities from a masked grade matrix.
+
+    With ``V_ri = 1`` initially, each of ``config.iterations`` rounds does
+
+    * item -> reviewer, per edge: ``w_k = 1/(eps + V_ki)`` over the item's reviewers ``k`` (minus
+      ``r`` under leave-one-out when the item has >= 2 reviewers);
+      ``mu_ir = sum w g / sum w``, ``s_ir = sum w^2 V / (sum w)^2``;
+    * reviewer -> item, per edge: ``c_rj = 1/(eps + s_jr)`` over the reviewer's items ``j`` (minus
+      ``i`` under leave-one-out when the reviewer has >= 2 items);
+      ``b_ri = sum c (g - mu) / sum c`` (only with ``debias``; else 0),
+      ``V_ri = sum c (g - b - mu)^2 / sum c``; the message grade is ``g_ri - b_ri``.
+
+    Then ``q_i = sum_k w_ki (g_ki - b_ki) / sum_k w_ki`` and ``var_i = sum w^2 V / (sum w)^2``
+    over all reviewers of ``i``; ``v_r = sum_j c_rj (g_rj - b_r - q_j)^2 / sum_j c_rj`` with the
+    last round's ``c``; ``rho_r`` as in :func:`reviewer_quality`; reliability ``1/(eps + v_r)``.
+
+    Grades outside ``mask`` are ignored (NaN is fine there). Items or reviewers without any edge
+    get 0 in every output (see ``item_count`` / ``reviewer_count``); nothing is NaN. Output dtype
+    follows ``grades`` (float32 by default).
+
+    Args:
+        grades: grade matrix ``[models, items]`` (reviewers x items), any scale.
+        mask: true where reviewer ``r`` graded item ``i``; false for self-review, failed reviews
+            and padding.
+        config: hyperparameters (static under ``jit``).
+
+    Returns:
+        A :class:`VancouverResult`.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> # Three peers; model 2 grades everything 0. The diagonal (self-review) is masked out.
+        >>> g = jnp.array([[0.0, 0.8, 0.35], [0.9, 0.0, 0.30], [0.0, 0.0, 0.0]])
+        >>> m = ~jnp.eye(3, dtype=bool)
+        >>> res = vancouver(g, m)
+        >>> [round(x, 3) for x in res.grade.tolist()]
+        [0.896, 0.797, 0.328]
+        >>> [round(x, 2) for x in res.reviewer_quality.tolist()]
+        [0.97, 0.96, 0.0]
+        >>> batched = jax.vmap(vancouver)(g[None], m[None])  # over vignettes
+        >>> batched.grade.shape
+        (1, 3)
+
+    References:
+        de Alfaro & Shavlovsky, CrowdGrader, arXiv:1308.5273 (2013); Sanchez et al.,
+        arXiv:2512.05066 (2025).
+    """
+    return _vancouver(*_prepare(grades, mask), config)
+
+
+def vancouver_batch(
+    grades: Float[ArrayLike, "batch models items"],
+    mask: Bool[ArrayLike, "batch models items"],
+    *,
+    config: VancouverConfig = VancouverConfig(),
+) -> VancouverResult:
+    """:func:`vancouver` for a batch of (padded) vignettes; same results as ``jax.vmap(vancouver)``.
+
+    Internally the vignettes are processed in chunks of about 8k grades (so that the 20 rounds
+    of a chunk stay in cache) with the vignette axis last, where XLA's CPU loops vectorise over
+    it: several times faster on CPU than the vmapped single-graph function.
+
+    Args:
+        grades: grade matrices ``[batch, models, items]``.
+        mask: edges ``[batch, models, items]`` (padding is mask 0).
+        config: hyperparameters (static under ``jit``).
+
+    Returns:
+        A :class:`VancouverResult` whose fields have a leading ``batch`` axis.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> g = jnp.array([[[0.0, 0.8, 0.35], [0.9, 0.0, 0.30], [0.0, 0.0, 0.0]]])
+        >>> res = vancouver_batch(g, ~jnp.eye(3, dtype=bool)[None])
+        >>> [round(x, 3) for x in res.grade[0].tolist()]
+        [0.896, 0.797, 0.328]
+    """
+    return _vancouver_batch(*_prepare(grades, mask), config)
