@@ -18,25 +18,7 @@ from flame_jax.data import (
     tfds_data_source,
 )
 from flame_jax.data._synthetic import write_raw_layout
-
-# The open MIMIC-III demo: ../shared/data beside the repository (or shared/ inside a checkout).
-_HERE = Path(__file__).resolve()
-DEMO = (
-    next(
-        (
-            p
-            for p in (_HERE.parents[3] / "shared", _HERE.parents[2] / "shared")
-            if (p / "data" / "mimic3-demo").is_dir()
-        ),
-        _HERE.parents[3] / "shared",
-    )
-    / "data"
-    / "mimic3-demo"
-)
-requires_demo = pytest.mark.skipif(
-    not DEMO.is_dir(),
-    reason="the open MIMIC-III demo (../shared/data/mimic3-demo) is not present",
-)
+from tests.data.demo_data import DEMO, requires_demo
 
 
 @pytest.fixture(scope="module")
