@@ -5,7 +5,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from flame_jax.data._io import write_bytes_atomic
+from flame_jax._io import write_bytes_atomic
 from flame_jax.metrics._report import METRIC_COLUMNS, MetricsReport
 
 __all__ = ["save_figure", "save_metrics_plot"]

@@ -26,8 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from flame_jax._io import write_json_atomic, write_npz_atomic
 from flame_jax.baselines._train import TrainedBaseline, predict
-from flame_jax.data._io import write_json_atomic, write_npz_atomic
 from flame_jax.metrics import MetricsReport, evaluate_sets
 
 __all__ = ["evaluate_trained", "export_embeddings", "load_embeddings"]

@@ -23,6 +23,7 @@ import optax
 import yaml
 from flax import nnx
 
+from flame_jax._io import write_bytes_atomic, write_json_atomic
 from flame_jax._records import record_from_mapping, record_to_plain
 from flame_jax.arraytypes import PRNGKeyArray
 from flame_jax.baselines._checkpoint import (
@@ -36,7 +37,6 @@ from flame_jax.baselines._history import HistoryBatch, iterate_history_batches
 from flame_jax.baselines._losses import controlled_loss
 from flame_jax.baselines._models import GraphContext, build_model, graph_context
 from flame_jax.data import Dataset, bucket_size, cooccurrence_adjacency, load_dataset
-from flame_jax.data._io import write_bytes_atomic, write_json_atomic
 from flame_jax.metrics import set_metrics
 
 __all__ = [

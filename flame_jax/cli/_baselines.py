@@ -57,9 +57,9 @@ def cmd_baseline_train(args: argparse.Namespace) -> int:
 def cmd_baseline_eval(args: argparse.Namespace) -> int:
     import jax
 
+    from flame_jax._io import atomic_directory, write_bytes_atomic, write_json_atomic
     from flame_jax.baselines import evaluate_trained, load_run
     from flame_jax.data import most_frequent_recommend
-    from flame_jax.data._io import atomic_directory, write_bytes_atomic, write_json_atomic
     from flame_jax.metrics import evaluate_sets, format_table
     from flame_jax.plots import save_metrics_plot
 

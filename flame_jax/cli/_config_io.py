@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from flame_jax._io import write_bytes_atomic
 from flame_jax._records import RecordError, record_from_mapping, record_to_plain
-from flame_jax.data._io import write_bytes_atomic
 
 __all__ = ["ConfigError", "config_from_mapping", "dump_config", "load_config"]
 

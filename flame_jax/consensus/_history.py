@@ -25,13 +25,13 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from flame_jax._io import write_bytes_atomic
 from flame_jax.consensus._chemistry import (
     Chemistry,
     pairwise_chemistry,
     recommend_ensemble,
     subset_costs,
 )
-from flame_jax.data._io import write_bytes_atomic
 
 __all__ = [
     "HistoryError",

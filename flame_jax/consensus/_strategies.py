@@ -677,9 +677,9 @@ def save_evaluation(
     import json
     from pathlib import Path
 
+    from flame_jax._io import atomic_directory, write_bytes_atomic, write_json_atomic
     from flame_jax.consensus._history import write_history
     from flame_jax.consensus._protocol import HISTORY_FIELDS
-    from flame_jax.data._io import atomic_directory, write_bytes_atomic, write_json_atomic
 
     def num(x: float):
         return None if not math.isfinite(x) else x

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flame_jax._io import write_bytes_atomic
 from flame_jax.data import Dataset, Vocabulary
-from flame_jax.data._io import write_bytes_atomic
 from flame_jax.rl._episode import DrugVocabulary, normalize_drug_name
 
 __all__ = [

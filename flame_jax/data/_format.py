@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flame_jax.data import _io
+from flame_jax import _io
 
 __all__ = [
     "SCHEMA_VERSION",

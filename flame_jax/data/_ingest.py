@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from flame_jax.data import _io
+from flame_jax import _io
 from flame_jax.data._ddi import DDI_FORMATS, FLAME_ADVERSE_TYPES, ddi_from_pairs, ddi_from_twosides
 from flame_jax.data._format import (
     Dataset,

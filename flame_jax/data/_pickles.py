@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from flame_jax.data import _io
+from flame_jax import _io
 from flame_jax.data._format import (
     Dataset,
     DatasetError,

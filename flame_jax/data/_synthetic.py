@@ -63,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-from flame_jax.data import _io
+from flame_jax import _io
 from flame_jax.data import _synthetic_vocab as V
 from flame_jax.data._format import (
     Dataset,

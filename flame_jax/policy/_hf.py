@@ -15,13 +15,10 @@ allocate a random initialisation first; each tensor is read from its memory-mapp
 to the parameter dtype and placed on the device one at a time.
 """
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from flame_jax._io import atomic_directory
 from flame_jax.policy._config import DecoderConfig
 from flame_jax.policy._model import Decoder, Projection
 
@@ -203,28 +201,6 @@ def from_pretrained(
     return model, config
 
 
-@contextlib.contextmanager
-def _atomic_directory(path: Path, *, overwrite: bool) -> Iterator[Path]:
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path}: folder exists and is not empty (pass overwrite=True)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "previous")
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def _effective_kernel(proj: Projection, lora: bool) -> jax.Array:
     kernel = proj.kernel[...]
     if lora and proj.lora is not None:
@@ -335,7 +311,7 @@ def save_pretrained(
     """
     config = model.config if config is None else config
     path = Path(path)
-    with _atomic_directory(path, overwrite=overwrite) as tmp:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
         write_weights(model, config, tmp, lora=lora, max_shard_bytes=max_shard_bytes)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from flax import nnx
 
+from flame_jax._io import atomic_directory
 from flame_jax.policy._config import DecoderConfig
-from flame_jax.policy._hf import _atomic_directory, write_weights
+from flame_jax.policy._hf import write_weights
 from flame_jax.policy._model import Decoder
 
 __all__ = [
@@ -136,7 +137,7 @@ def build_tiny_tokenizer(
     """
     fast = _fast_tokenizer(words, tuple(extra_special_tokens))
     path = Path(path)
-    with _atomic_directory(path, overwrite=overwrite) as tmp:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
         fast.save_pretrained(tmp)
     return path
 
@@ -199,7 +200,7 @@ def write_tiny_model(
     )
     model = Decoder(config, rngs=nnx.Rngs(seed))
     path = Path(path)
-    with _atomic_directory(path, overwrite=overwrite) as tmp:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
         fast.save_pretrained(tmp)
         write_weights(model, config, tmp)
     return path
