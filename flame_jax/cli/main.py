@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from flame_jax.cli import _baselines, _consensus, _ingest
+from flame_jax.cli import _baselines, _consensus, _flame, _ingest
 
 __all__ = ["main"]
 
@@ -99,8 +99,8 @@ def evaluate_references(
     """Most-frequent drugs (and the planted oracle when ``truth_dir`` is given) on one split."""
     import jax
 
+    from flame_jax._io import atomic_directory, write_bytes_atomic, write_json_atomic
     from flame_jax.data import load_dataset, load_rules, most_frequent_recommend, oracle_recommend
-    from flame_jax.data._io import atomic_directory, write_bytes_atomic, write_json_atomic
     from flame_jax.metrics import evaluate_sets, format_table
     from flame_jax.plots import save_metrics_plot
 
@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _baselines.register(sub)  # baseline train, baseline eval, baseline export
     _consensus.register(sub)  # consensus vignettes, consensus run, serve
+    _flame.register(sub)  # flame prepare / cls / sft / grpo / evaluate / run
 
     demo = sub.add_parser("demo", help="the default demo on the built-in synthetic data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -72,15 +72,23 @@ class PromptConfig:
         entity_slots: write placeholders after entity names (knowledge fusion); off gives text only.
         max_codes: at most this many diagnoses and procedures per visit (in vocabulary order);
             None keeps all. Small models need short prompts.
+        code_names: write diagnosis and procedure titles; False writes only their placeholders
+            (compact prompts for a small model trained from scratch; needs ``entity_slots``,
+            since the codes are then known only through knowledge fusion).
     """
 
     history: bool = True
     entity_slots: bool = True
     max_codes: int | None = None
+    code_names: bool = True
 
     def __post_init__(self):
         if self.max_codes is not None and self.max_codes < 1:
             raise ValueError(f"PromptConfig.max_codes must be >= 1 or None, got {self.max_codes}")
+        if not self.code_names and not self.entity_slots:
+            raise ValueError(
+                "PromptConfig.code_names=False needs entity_slots=True (the codes would vanish)"
+            )
 
 
 class Prompt(NamedTuple):
@@ -157,9 +165,14 @@ def _visit_body(b: _Builder, dataset: Dataset, row: int, *, drugs: bool) -> None
     age = int(v.age[row])
     b.text(f"Age: {age if age >= 0 else 'unknown'}, Sex: {_sex(str(v.gender[row]))}, Diagnoses: [")
     diag, proc = _codes(dataset, row, b.config)
-    b.entities([dataset.diag_vocab.titles[i] for i in diag], "diagnosis", diag, ", ")
+    named = b.config.code_names
+    b.entities(
+        [dataset.diag_vocab.titles[i] if named else "" for i in diag], "diagnosis", diag, ", "
+    )
     b.text("], Procedures: [")
-    b.entities([dataset.proc_vocab.titles[i] for i in proc], "procedure", proc, ", ")
+    b.entities(
+        [dataset.proc_vocab.titles[i] if named else "" for i in proc], "procedure", proc, ", "
+    )
     b.text("]")
     if drugs:
         meds = np.sort(v.med[row])

@@ -1,0 +1,210 @@
+"""Step-wise GRPO for pi_list (spec §6, DESIGN §5): rollouts on the host, one jitted update.
+
+Per step: ``prompts_per_step`` list-editing prompts (add or remove, P0 from seeded synthetic
+errors that follow pi_cls's profile) are chosen by ``(seed, step)``; the jitted KV-cache sampler
+draws ``group_size`` completions each with the current policy (entity tokens banned). On the host
+each completion is decoded, parsed into an episode (one line = one action), padded to the step
+bucket, and its tokens are mapped to steps by character offsets. The jitted step then computes,
+in one program: the potential-shaped step and outcome rewards (Jaccard, DDI with weight
+lambda, refusal), the outcome and step-group advantages and their token mix, the policy's and the
+reference policy's log-probs (the same module with its LoRA adapters off: no second weight copy),
+and the clipped GRPO loss with the k3 KL penalty; the optax update follows.
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flame_jax.flame._encode import PromptEncoder
+from flame_jax.flame._policy import FlamePolicy
+from flame_jax.flame._sft import ListExamples
+from flame_jax.policy._fusion import KnowledgeTables
+from flame_jax.policy._sampling import SamplingConfig, make_generator
+from flame_jax.policy._scoring import completion_logprobs
+from flame_jax.rl import (
+    AdvantageConfig,
+    DrugVocabulary,
+    LossConfig,
+    ShapingConfig,
+    make_advantage_fn,
+    make_grpo_loss,
+    make_reward_fn,
+    pad_episodes,
+    parse_episode,
+    potentials,
+    segment_tokens,
+)
+
+__all__ = ["banned_tokens", "grpo_loss_fn", "make_rollout", "parse_completions"]
+
+
+def banned_tokens(encoder: PromptEncoder, vocab_size: int) -> np.ndarray:
+    """Tokens never generated: padding, BOS, the entity slot tokens, unused vocabulary rows."""
+    banned = np.zeros(vocab_size, bool)
+    banned[len(encoder.tokenizer) :] = True
+    banned[[encoder.pad_id, encoder.bos_id, *encoder.slot_ids.values()]] = True
+    return banned
+
+
+def parse_completions(
+    encoder: PromptEncoder,
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    tasks: list[str],
+    initial: list[tuple[int, ...]],
+    vocabulary: DrugVocabulary,
+) -> tuple[list, list[str], list]:
+    """Episodes, texts and per-token character spans of generated completions."""
+    episodes, texts, spans = [], [], []
+    for i in range(len(tokens)):
+        ids = tokens[i, : int(lengths[i])]
+        text, offs = encoder.decode_with_offsets(ids)
+        episodes.append(
+            parse_episode(text, task=tasks[i], initial=initial[i], vocabulary=vocabulary)
+        )
+        texts.append(text)
+        spans.append(offs)
+    return episodes, texts, spans
+
+
+def make_rollout(
+    examples: ListExamples,
+    truth: np.ndarray,
+    encoder: PromptEncoder,
+    vocabulary: DrugVocabulary,
+    tables: KnowledgeTables,
+    *,
+    group_size: int,
+    prompts_per_step: int,
+    temperature: float,
+    seed: int,
+    vocab_size: int,
+):
+    """``batch_fn(step, policy) -> (device batch, host metrics)`` drawing GRPO rollouts."""
+    n, lp = examples.prompts.tokens.shape
+    lc = examples.targets.shape[1]
+    num_meds = truth.shape[1]
+    sampling = SamplingConfig(
+        max_new_tokens=lc,
+        temperature=temperature,
+        eos_ids=(encoder.eos_id,),
+        pad_id=encoder.pad_id,
+        min_batch_bucket=group_size * prompts_per_step,
+        min_length_bucket=lp,
+    )
+    generate = make_generator(sampling)
+    banned = jnp.asarray(banned_tokens(encoder, vocab_size))
+
+    def batch_fn(step: int, policy: FlamePolicy) -> tuple[dict[str, Any], dict[str, float]]:
+        rng = np.random.default_rng([int(seed), int(step)])
+        idx = rng.choice(n, size=prompts_per_step, replace=prompts_per_step > n)
+        rep = np.repeat(idx, group_size)
+        p = examples.prompts
+        tokens, mask, kind, ref = (x[rep] for x in p)
+        graphdef, state = nnx.split(policy)
+        emb = _embed(
+            graphdef, state, jnp.asarray(tokens), jnp.asarray(kind), jnp.asarray(ref), tables
+        )
+        key = jax.random.fold_in(jax.random.key(int(seed)), int(step))
+        gen = generate(policy.decoder, tokens, mask, key=key, banned=banned, prompt_embeddings=emb)
+        ctok, logp, lengths = (np.asarray(x) for x in gen)
+        tasks = [examples.tasks[i] for i in rep]
+        initial = [examples.initial[i] for i in rep]
+        episodes, texts, spans = parse_completions(
+            encoder, ctok, lengths, tasks, initial, vocabulary
+        )
+        nested = [episodes[k * group_size : (k + 1) * group_size] for k in range(len(idx))]
+        arrays = pad_episodes(nested, max_steps=lc)
+        token_steps = segment_tokens(texts, spans, max_tokens=lc, max_steps=lc)
+        init = np.zeros((len(idx), num_meds), bool)
+        for k, i in enumerate(idx):
+            init[k, list(examples.initial[i])] = True
+        cmask = np.arange(lc)[None, :] < lengths[:, None]
+        shape = (len(idx), group_size, lc)
+        batch = {
+            "prompt": tuple(jnp.asarray(x) for x in (tokens, mask, kind, ref)),
+            "completion": jnp.asarray(ctok.reshape(shape)),
+            "completion_mask": jnp.asarray(cmask.reshape(shape)),
+            "old_logp": jnp.asarray(logp.reshape(shape)),
+            "token_steps": jnp.asarray(token_steps.reshape(shape)),
+            "initial": jnp.asarray(init),
+            "truth": jnp.asarray(truth[examples.rows[idx]]),
+            "episodes": tuple(jnp.asarray(a) for a in arrays),
+            "tables": tables,
+        }
+        host = {
+            "tokens": float(lengths.sum() + mask.sum()),
+            "completion_length": float(lengths.mean()),
+        }
+        return batch, host
+
+    return batch_fn
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _embed(graphdef, state, tokens, kind, ref, tables):
+    return nnx.merge(graphdef, state).embed(tokens, kind, ref, tables)
+
+
+def grpo_loss_fn(
+    ddi: np.ndarray,
+    *,
+    shaping: ShapingConfig,
+    advantage: AdvantageConfig,
+    loss: LossConfig,
+):
+    """``loss_fn(policy, batch) -> (loss, aux)``: rewards, advantages, log-probs, GRPO loss."""
+    reward_fn = make_reward_fn(shaping)
+    adv_fn = make_advantage_fn(advantage)
+    grpo = make_grpo_loss(loss)
+    ddi = jnp.asarray(ddi, bool)
+
+    def loss_fn(policy: FlamePolicy, batch: dict):
+        b, g, lc = batch["completion"].shape
+        tokens, mask, kind, ref = batch["prompt"]
+        comp = batch["completion"].reshape(b * g, lc)
+        cmask = batch["completion_mask"].reshape(b * g, lc)
+        emb = policy.embed(tokens, kind, ref, batch["tables"])
+        logp = completion_logprobs(
+            policy.decoder, tokens, mask, comp, cmask, prompt_embeddings=emb, lora=True
+        ).reshape(b, g, lc)
+        ref_logp = completion_logprobs(
+            policy.decoder,
+            tokens,
+            mask,
+            comp,
+            cmask,
+            prompt_embeddings=jax.lax.stop_gradient(emb),
+            lora=False,
+        ).reshape(b, g, lc)
+        ref_logp = jax.lax.stop_gradient(ref_logp)
+        drug, delta, valid, step_mask = batch["episodes"]
+        args = (batch["initial"], batch["truth"], ddi, drug, delta, valid, step_mask)
+        rewards = reward_fn(*args)
+        adv = adv_fn(rewards.outcome, rewards.steps, step_mask, batch["token_steps"])
+        value, aux = grpo(logp, adv.tokens, batch["completion_mask"], batch["old_logp"], ref_logp)
+        phi = potentials(*args)
+        m = batch["completion_mask"].astype(jnp.float32)
+        tok_adv = jnp.sum(adv.tokens * m) / jnp.maximum(jnp.sum(m), 1.0)
+        return value, {
+            "policy_loss": aux.policy_loss,
+            "kl": aux.kl,
+            "clip_fraction": aux.clip_fraction,
+            "ratio_mean": aux.ratio_mean,
+            "reward": jnp.mean(rewards.outcome),
+            "reward_std": jnp.mean(jnp.std(rewards.outcome, axis=1)),
+            "reward_jaccard": jnp.mean(phi.jaccard[..., -1] - phi.jaccard[..., 0]),
+            "reward_ddi": jnp.mean(phi.ddi[..., 0] - phi.ddi[..., -1]),
+            "reward_refusal": jnp.mean(phi.refusal[..., -1] - phi.refusal[..., 0]),
+            "steps_per_completion": jnp.mean(jnp.sum(step_mask, axis=-1)),
+            "invalid_steps": jnp.mean(jnp.sum(step_mask & ~valid, axis=-1)),
+            "advantage_mean": tok_adv,
+            "advantage_std": jnp.std(adv.outcome),
+            "advantage_abs_max": jnp.max(jnp.abs(adv.tokens)),
+        }
+
+    return loss_fn

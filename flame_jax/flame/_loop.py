@@ -1,0 +1,147 @@
+"""One resumable training loop for every FLAME stage: a jitted step, Orbax checkpoints, JSONL.
+
+Exact resume: the batch of step ``t`` is a pure function of ``(seed, t)`` (and, for GRPO, of the
+parameters at step ``t``, which the checkpoint restores), and the step's PRNG key is
+``fold_in(key(seed), t)``. So a run killed after its checkpoint at step ``k`` and resumed
+re-computes steps ``k+1, ...`` exactly as the uninterrupted run did (tested). The metrics log is
+cut back to step ``k`` on resume.
+
+The trained parameters are the ``wrt`` filter's part of the module (``nnx.split``); the optimizer
+state is an optax state over them. One ``jax.jit`` per step does forward, loss, gradient and
+update.
+"""
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from flame_jax.train import Checkpointer, MetricsLog, OptimizerConfig, make_optimizer, read_metrics
+from flame_jax.train._optim import make_schedule
+
+__all__ = ["LoopConfig", "run_loop"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+    """Length, batch and optimisation of one training stage.
+
+    Attributes:
+        steps: optimizer updates.
+        batch_size: examples (prompts) per update.
+        optimizer: the optax AdamW config (learning rate, schedule, warmup).
+        checkpoint_every: save an Orbax checkpoint every this many steps (and at the end).
+    """
+
+    steps: int = 100
+    batch_size: int = 16
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=lambda: OptimizerConfig())
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LoopConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+def run_loop(
+    module: nnx.Module,
+    *,
+    wrt: Any,
+    loss_fn: Callable[[nnx.Module, Any], tuple[jax.Array, dict[str, jax.Array]]],
+    batch_fn: Callable[[int, nnx.Module], tuple[Any, dict[str, float]]],
+    config: LoopConfig,
+    out: Path,
+    record: dict[str, Any],
+    resume: bool = True,
+    stop_after: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict[str, Any]]:
+    """Trains ``module`` in place for ``config.steps`` updates, resuming from ``out/checkpoints``.
+
+    Args:
+        module: the model; its ``wrt`` part is trained.
+        wrt: an ``nnx`` filter of the trained variables (e.g. ``nnx.Param``, ``nnx.LoRAParam``).
+        loss_fn: ``(module, batch) -> (loss, aux metrics)``, traced under ``jit``.
+        batch_fn: ``(step, module) -> (device batch, host metrics)`` for the 1-based ``step``;
+            must be a pure function of the step and the module's current weights.
+        config: steps, optimizer, checkpoint interval.
+        out: the stage folder (``checkpoints/``, ``metrics.jsonl``).
+        record: JSON data stored with each checkpoint; a resumed run must have the same.
+        resume: continue from the latest checkpoint if any (else start over).
+        stop_after: stop after this step without a final checkpoint (a simulated kill; tests).
+        progress: show a tqdm bar.
+        desc: the bar's label.
+
+    Returns:
+        The metric rows logged by this call.
+    """
+    from tqdm.auto import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    tx = make_optimizer(config.optimizer)
+    schedule = make_schedule(config.optimizer)
+    graphdef, params, rest = nnx.split(module, wrt, ...)
+    opt_state = tx.init(params)
+
+    def step_fn(params, opt_state, rest, batch):
+        def f(p):
+            return loss_fn(nnx.merge(graphdef, p, rest), batch)
+
+        (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    jit_step = jax.jit(step_fn, donate_argnums=(0, 1))
+    start = 0
+    with Checkpointer(out / "checkpoints") as ckpt:
+        if resume and ckpt.latest_step() is not None:
+            start, tree, saved = ckpt.restore((params, opt_state))
+            if saved.get("record") != record:
+                raise ValueError(
+                    f"{out}: the checkpoint was written by another configuration; "
+                    "use a new folder or --overwrite"
+                )
+            params, opt_state = jax.tree.map(jax.numpy.asarray, tree)
+            log = MetricsLog.open(out / "metrics.jsonl", resume_step=start)
+        else:
+            log = MetricsLog.open(out / "metrics.jsonl")
+        rows = []
+        last = config.steps if stop_after is None else min(config.steps, int(stop_after))
+        bar = tqdm(total=config.steps, initial=start, desc=desc, disable=not progress)
+        for step in range(start + 1, last + 1):
+            nnx.update(module, params)
+            t0 = time.perf_counter()
+            batch, host = batch_fn(step, module)
+            params, opt_state, aux = jit_step(params, opt_state, rest, batch)
+            aux = jax.device_get(aux)
+            seconds = time.perf_counter() - t0
+            tokens = host.pop("tokens", None)
+            metrics = {k: float(np.asarray(v)) for k, v in aux.items()}
+            metrics.update(host)
+            metrics["lr"] = float(schedule(step - 1))
+            metrics["seconds"] = seconds
+            if tokens is not None:
+                metrics["tokens_per_s"] = float(tokens) / max(seconds, 1e-9)
+            rows.append(log.write(step, metrics))
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                ckpt.save(step, (params, opt_state), {"record": record})
+        bar.close()
+    nnx.update(module, params)
+    return rows
+
+
+def completed(out: Path, steps: int) -> bool:
+    """True when ``out``'s metrics log has reached ``steps``."""
+    path = out / "metrics.jsonl"
+    return path.is_file() and any(r.get("step") == steps for r in read_metrics(path))

@@ -1,0 +1,936 @@
+"""The FLAME pipeline as resumable stages over one run folder, driven by a frozen ``FlameConfig``.
+
+Stages (each skipped when its output exists, each training stage resumed from its last Orbax
+checkpoint):
+
+1. ``data``: the dataset (the built-in synthetic cohort, or a dataset folder) and its splits;
+2. ``baselines``: LR, GAMENet-style and SafeDrug-style recommenders fitted on train only
+   (``flame_jax.baselines``), their test metrics and embedding exports;
+3. ``knowledge``: the fusion tables (``knowledge.npz``, :mod:`flame_jax.flame._knowledge`);
+4. ``tokenizer``: the offline BPE tokenizer over the vocabulary's names and the prompt words;
+5. ``cls``: pi_cls trained on every (train visit, drug); p(Yes) of every visit; the error profile
+   of its train predictions;
+6. ``sft``: pi_list fine-tuned on seeded edit tasks that follow that profile;
+7. ``grpo``: step-wise GRPO from the SFT policy, once per lambda (DDI weight) of the sweep;
+8. ``eval``: the comparison table on the test split (bootstrap std), the trade-off plot.
+
+Run folder: ``config.yaml`` (the resolved config), ``baselines/<model>/``, ``knowledge.npz``,
+``tokenizer/``, ``cls/``, ``sft/``, ``grpo/lambda_<x>/`` (each: ``checkpoints/``,
+``metrics.jsonl``, ``curves.png``, ``policy.npz``), ``eval/`` (``metrics.json``, ``table.md``,
+``metrics.png``, ``tradeoff.png``).
+
+Choices where the original is inconsistent (spec §10), consistent here: the refusal term is a
+potential (telescopes); P0 is ``p_yes > 0.5``; the edit-task generator is seeded and smoothed;
+add and remove run independently on P0; greedy decoding with an explicit token cap; one BOS
+convention in every stage; the KL reference is the SFT policy (adapters off).
+"""
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flame_jax.baselines import BaselineConfig
+from flame_jax.data import SyntheticConfig
+from flame_jax.flame._loop import LoopConfig
+from flame_jax.flame._policy import PolicyConfig
+from flame_jax.flame._prompts import PromptConfig
+from flame_jax.policy import LoraConfig
+from flame_jax.rl import AdvantageConfig, LossConfig, ShapingConfig
+from flame_jax.train import OptimizerConfig
+
+__all__ = [
+    "STAGES",
+    "BaselineStage",
+    "FlameConfig",
+    "GrpoStage",
+    "run_pipeline",
+    "save_tradeoff_plot",
+]
+
+STAGES = ("baselines", "knowledge", "tokenizer", "cls", "sft", "grpo", "eval")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BaselineStage:
+    """Epochs per baseline (0 skips it) and their width; GAMENet and LR are required."""
+
+    lr_epochs: int = 8
+    gamenet_epochs: int = 8
+    safedrug_epochs: int = 4
+    dim: int = 16
+    batch_size: int = 32
+
+    def __post_init__(self):
+        for name in ("lr_epochs", "gamenet_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BaselineStage.{name} must be >= 1, got {getattr(self, name)}")
+        if self.safedrug_epochs < 0 or self.dim < 1 or self.batch_size < 1:
+            raise ValueError(
+                "BaselineStage: safedrug_epochs must be >= 0 and dim, batch_size >= 1, got "
+                f"{self.safedrug_epochs}, {self.dim}, {self.batch_size}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GrpoStage:
+    """Step-wise GRPO settings.
+
+    Attributes:
+        loop: steps, prompts per step (``batch_size``), optimizer.
+        group_size: G, completions per prompt.
+        temperature: sampling temperature of the rollouts.
+        tasks: synthetic edit tasks to draw the prompts from (x2: add and remove).
+        prompts: "synthetic": P0 from seeded errors following pi_cls's profile (the original);
+            "cls": P0 = pi_cls's own predictions on the train visits (the test-time input
+            distribution; ``tasks`` is then unused).
+        lora: the adapters trained by GRPO (the reference policy is the model without them).
+        lambdas: the DDI weights of the sweep (one run each; the first is the table's
+            "pi_list after GRPO").
+        jaccard_weight, refusal_weight, refusal, gamma: reward shaping
+            (``flame_jax.rl.ShapingConfig``; lambda is its ``ddi_weight``).
+        estimator, step_mode, step_weight, mixing: advantages (``flame_jax.rl.AdvantageConfig``;
+            ``step_weight`` 0 is outcome-only GRPO).
+        kl_coef, epsilon_low, epsilon_high, aggregation: the loss (``flame_jax.rl.LossConfig``).
+    """
+
+    loop: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(
+            steps=100,
+            batch_size=8,
+            checkpoint_every=25,
+            optimizer=OptimizerConfig(
+                learning_rate=1e-4, schedule="cosine", warmup_steps=5, total_steps=100
+            ),
+        )
+    )
+    group_size: int = 4
+    temperature: float = 1.0
+    tasks: int = 400
+    prompts: str = "cls"
+    lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=8, alpha=16.0))
+    lambdas: tuple[float, ...] = (0.0, 3.0)
+    jaccard_weight: float = 1.0
+    refusal_weight: float = 0.2
+    refusal: str = "potential"
+    gamma: float = 1.0
+    estimator: str = "grpo"
+    step_mode: str = "marginal"
+    step_weight: float = 0.5
+    mixing: str = "convex"
+    kl_coef: float = 0.04
+    epsilon_low: float = 0.2
+    epsilon_high: float = 0.2
+    aggregation: str = "sequence_mean_token_mean"
+
+    def shaping(self, ddi_weight: float) -> ShapingConfig:
+        """The reward shaping with DDI weight ``ddi_weight`` (lambda)."""
+        return ShapingConfig(jaccard_weight=self.jaccard_weight, ddi_weight=float(ddi_weight),
+                             refusal_weight=self.refusal_weight, gamma=self.gamma,
+                             refusal=self.refusal)  # fmt: skip
+
+    def advantage(self) -> AdvantageConfig:
+        """The advantage config."""
+        return AdvantageConfig(estimator=self.estimator, step_mode=self.step_mode,
+                               step_weight=self.step_weight, mixing=self.mixing)  # fmt: skip
+
+    def loss(self) -> LossConfig:
+        """The loss config."""
+        return LossConfig(kl_coef=self.kl_coef, epsilon_low=self.epsilon_low,
+                          epsilon_high=self.epsilon_high, aggregation=self.aggregation)  # fmt: skip
+
+    def __post_init__(self):
+        if self.group_size < 2:
+            raise ValueError(f"GrpoStage.group_size must be >= 2, got {self.group_size}")
+        if not self.temperature > 0:
+            raise ValueError(f"GrpoStage.temperature must be > 0, got {self.temperature}")
+        if self.tasks < 1 or not self.lambdas or any(x < 0 for x in self.lambdas):
+            raise ValueError(
+                f"GrpoStage: tasks must be >= 1 and lambdas non-empty and >= 0, got "
+                f"{self.tasks}, {self.lambdas}"
+            )
+        object.__setattr__(self, "lambdas", tuple(float(x) for x in self.lambdas))
+        if self.prompts not in ("synthetic", "cls"):
+            raise ValueError(
+                f"GrpoStage.prompts must be 'synthetic' or 'cls', got {self.prompts!r}"
+            )
+        try:
+            self.shaping(0.0), self.advantage(), self.loss()
+        except ValueError as e:
+            raise ValueError(f"GrpoStage: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FlameConfig:
+    """Everything a FLAME run depends on (the run is a pure function of it).
+
+    Attributes:
+        seed: root seed.
+        data: a dataset folder (``flame-jax data synth/prepare`` output); None generates the
+            built-in synthetic cohort from ``synthetic``.
+        truth: folder with the planted ``rules.json`` for the oracle row (synthetic only).
+        synthetic: the cohort when ``data`` is None.
+        baselines: baseline training.
+        prompt: prompt rendering.
+        policy: the model (a decoder trained from scratch, tokenizer built offline).
+        evidence: fuse each drug slot of a visit's prompt with the GAMENet-style baseline's
+            logit of that drug for that visit (``knowledge_tables(evidence=True)``), besides the
+            drug vector; off: drug slots carry the drug vector only (the paper's fusion).
+        train_mode: "full" trains all weights in pi_cls and SFT (a model from scratch has no
+            pretrained base to adapt); "lora" trains LoRA adapters and the projectors, as the
+            paper does with a pretrained LLM.
+        stage_lora: adapters of pi_cls and SFT in "lora" mode.
+        cls: pi_cls training; ``batch_size`` counts visits (each with every drug).
+        threshold: P0 = drugs with p_yes > threshold.
+        sft: pi_list SFT training.
+        sft_tasks: synthetic edit tasks for SFT (x2 examples: add and remove).
+        grpo: step-wise GRPO.
+        eval_rounds: bootstrap rounds of the table.
+        eval_batch: generation batch of the evaluation.
+    """
+
+    seed: int = 0
+    data: str | None = None
+    truth: str | None = None
+    synthetic: SyntheticConfig = dataclasses.field(default_factory=lambda: SyntheticConfig())
+    baselines: BaselineStage = dataclasses.field(default_factory=lambda: BaselineStage())
+    prompt: PromptConfig = dataclasses.field(
+        default_factory=lambda: PromptConfig(history=False, max_codes=4, code_names=False)
+    )
+    policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig())
+    evidence: bool = True
+    train_mode: str = "full"
+    stage_lora: LoraConfig = dataclasses.field(
+        default_factory=lambda: LoraConfig(rank=8, alpha=16.0, targets=("q", "v"))
+    )
+    cls: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(
+            steps=200,
+            batch_size=16,
+            optimizer=OptimizerConfig(
+                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=200
+            ),
+        )
+    )
+    threshold: float = 0.5
+    sft: LoopConfig = dataclasses.field(
+        default_factory=lambda: LoopConfig(
+            steps=250,
+            batch_size=32,
+            optimizer=OptimizerConfig(
+                learning_rate=2e-3, schedule="cosine", warmup_steps=20, total_steps=250
+            ),
+        )
+    )
+    sft_tasks: int = 2000
+    grpo: GrpoStage = dataclasses.field(default_factory=lambda: GrpoStage())
+    eval_rounds: int = 10
+    eval_batch: int = 64
+
+    def __post_init__(self):
+        if self.train_mode not in ("full", "lora"):
+            raise ValueError(
+                f"FlameConfig.train_mode must be 'full' or 'lora', got {self.train_mode!r}"
+            )
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"FlameConfig.threshold must be in (0, 1), got {self.threshold}")
+        if self.sft_tasks < 1 or self.eval_rounds < 1 or self.eval_batch < 1:
+            raise ValueError(
+                "FlameConfig: sft_tasks, eval_rounds and eval_batch must be >= 1, got "
+                f"{self.sft_tasks}, {self.eval_rounds}, {self.eval_batch}"
+            )
+        if not self.policy.fusion and self.evidence:
+            object.__setattr__(self, "evidence", False)
+        if not self.policy.fusion and self.prompt.entity_slots:
+            object.__setattr__(
+                self,
+                "prompt",
+                dataclasses.replace(self.prompt, entity_slots=False, code_names=True),
+            )
+
+    @classmethod
+    def demo(cls, **overrides: Any) -> "FlameConfig":
+        """The default demo: a 400-patient cohort and the tiny model (CPU, minutes)."""
+        kwargs: dict[str, Any] = {
+            "synthetic": SyntheticConfig(
+                patients=400, drugs=24, diag_codes=60, proc_codes=24, max_visits=4, p_avoid=0.3
+            ),
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "FlameConfig":
+        """A few steps of every stage on ``SyntheticConfig.tiny()`` (tests)."""
+        opt = OptimizerConfig(learning_rate=3e-3, total_steps=4)
+        kwargs: dict[str, Any] = {
+            "synthetic": SyntheticConfig.tiny(patients=40),
+            "baselines": BaselineStage(lr_epochs=1, gamenet_epochs=1, safedrug_epochs=1, dim=8),
+            "policy": PolicyConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_heads=2,
+                num_kv_heads=1,
+                projector_hidden=16,
+            ),
+            "cls": LoopConfig(steps=3, batch_size=4, optimizer=opt, checkpoint_every=2),
+            "sft": LoopConfig(steps=3, batch_size=4, optimizer=opt, checkpoint_every=2),
+            "sft_tasks": 16,
+            "grpo": GrpoStage(
+                loop=LoopConfig(steps=3, batch_size=2, optimizer=opt, checkpoint_every=2),
+                group_size=2,
+                tasks=8,
+                lora=LoraConfig(rank=2, alpha=4.0),
+                lambdas=(0.0, 1.0),
+            ),
+            "eval_rounds": 2,
+            "eval_batch": 16,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+class _Run:
+    """The run's loaded pieces, built lazily stage by stage."""
+
+    def __init__(self, config: FlameConfig, out: Path, progress: bool, log: Callable):
+        self.config, self.out, self.progress, self.log = config, out, progress, log
+        self.rules = None
+        if config.data is None:
+            from flame_jax.data import generate_cohort
+
+            cohort = generate_cohort(config.synthetic)
+            self.dataset, self.rules = cohort.dataset, cohort.rules
+        else:
+            from flame_jax.data import load_dataset, load_rules
+
+            self.dataset = load_dataset(config.data)
+            if config.truth is not None:
+                self.rules = load_rules(Path(config.truth) / "rules.json")
+        from flame_jax.flame._prompts import previous_visit_rows
+
+        self.previous = previous_visit_rows(self.dataset)
+        self.truth = self.dataset.visits.med.multi_hot(self.dataset.num_meds)
+        self.reports: dict[str, Any] = {}
+        self.generators: dict[tuple[int, int], Any] = {}
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def tables(self) -> dict[str, np.ndarray] | None:
+        from flame_jax.flame._knowledge import load_tables
+
+        return load_tables(self.out / "knowledge.npz") if self.config.policy.fusion else None
+
+    def encoder(self):
+        from flame_jax.flame._encode import PromptEncoder
+        from flame_jax.policy import load_tokenizer
+
+        return PromptEncoder(load_tokenizer(self.out / "tokenizer"))
+
+    def vocabulary(self):
+        from flame_jax.rl import DrugVocabulary
+
+        v = self.dataset.med_vocab
+        synonyms = {s: i for i, syn in enumerate(v.synonyms or ()) for s in syn}
+        names = {n.strip().lower() for n in v.titles}
+        synonyms = {s: i for s, i in synonyms.items() if s.strip().lower() not in names}
+        return DrugVocabulary(names=tuple(v.titles), synonyms=synonyms)
+
+    def policy(self, encoder, tables, load: Path | None):
+        from flame_jax.flame._policy import build_policy, load_policy
+
+        p = build_policy(self.config.policy, encoder.tokenizer, tables, seed=self.config.seed)
+        return load_policy(p, load) if load is not None else p
+
+
+def _rounded(x: float) -> str:
+    return f"{x:g}".replace(".", "p")
+
+
+def grpo_dir(out: Path, lam: float) -> Path:
+    """The run's GRPO folder of DDI weight ``lam``."""
+    return out / "grpo" / f"lambda_{_rounded(lam)}"
+
+
+def _stage_baselines(run: _Run) -> None:
+    from flame_jax._io import write_json_atomic
+    from flame_jax.baselines import (
+        evaluate_trained,
+        export_embeddings,
+        load_run,
+        train_baseline,
+    )
+
+    c = run.config.baselines
+    epochs = {"lr": c.lr_epochs, "gamenet": c.gamenet_epochs, "safedrug": c.safedrug_epochs}
+    for model, n in epochs.items():
+        if n == 0:
+            continue
+        folder = run.out / "baselines" / model
+        if (folder / "embeddings.npz").is_file() and (folder / "test_metrics.json").is_file():
+            continue
+        run.log(f"  baseline {model}: {n} epochs (train split only)")
+        cfg = BaselineConfig.tiny(
+            model, dim=c.dim, epochs=n, patience=n, batch_size=c.batch_size, seed=run.config.seed
+        )
+        resume = (folder / "checkpoints").is_dir()
+        train_baseline(
+            run.dataset, cfg, folder, resume=resume, overwrite=not resume, progress=run.progress
+        )
+        trained = load_run(folder, dataset=run.dataset)
+        report = evaluate_trained(
+            trained,
+            split="test",
+            rounds=run.config.eval_rounds,
+            seed=run.config.seed,
+            name=model,
+        )
+        export_embeddings(trained, folder / "embeddings.npz")
+        write_json_atomic(folder / "test_metrics.json", report.to_json())
+
+
+def _stage_knowledge(run: _Run) -> None:
+    from flame_jax.baselines import load_embeddings
+    from flame_jax.flame._knowledge import knowledge_tables, save_tables
+
+    path = run.out / "knowledge.npz"
+    if path.is_file() or not run.config.policy.fusion:
+        return
+    emb = {
+        m: load_embeddings(run.out / "baselines" / m / "embeddings.npz")
+        for m in ("lr", "gamenet", "safedrug")
+        if (run.out / "baselines" / m / "embeddings.npz").is_file()
+    }
+    drugs = tuple(emb[m] for m in ("gamenet", "safedrug") if m in emb)
+    tables = knowledge_tables(
+        run.dataset,
+        patient=emb["gamenet"],
+        codes=emb["lr"],
+        drugs=drugs,
+        evidence=run.config.evidence,
+    )
+    save_tables(tables, path)
+
+
+def _stage_tokenizer(run: _Run) -> None:
+    from flame_jax.flame._prompts import render_cls_prompt, render_list_prompt
+    from flame_jax.policy import ENTITY_TOKENS, build_tiny_tokenizer
+
+    path = run.out / "tokenizer"
+    if path.is_dir():
+        return
+    if run.config.policy.pretrained is not None:
+        _pretrained_tokenizer(run.config.policy.pretrained, path)
+        return
+    ds = run.dataset
+    words = list(ds.med_vocab.titles) + list(ds.diag_vocab.titles) + list(ds.proc_vocab.titles)
+    words += [s for syn in (ds.med_vocab.synonyms or ()) for s in syn]
+    samples = [render_cls_prompt(ds, 0, 0).text] + [
+        render_list_prompt(ds, 0, [0], task).text for task in ("add", "remove")
+    ]
+    for text in samples:
+        for token in ENTITY_TOKENS:
+            text = text.replace(token, " ")
+        words += [w for w in text.replace("[", " ").replace("]", " ").split() if w.strip()]
+    words += ["Yes", "No", "Yes.", "No."]
+    build_tiny_tokenizer(sorted(set(words)), path)
+
+
+def _pretrained_tokenizer(source: str, path: Path) -> None:
+    """The pretrained model's tokenizer with the slot tokens added (and a pad token if none)."""
+    from flame_jax._io import atomic_directory
+    from flame_jax.flame._encode import SLOT_TOKENS
+    from flame_jax.policy import load_tokenizer
+
+    tok = load_tokenizer(source)
+    missing = [t for t in SLOT_TOKENS.values() if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing})
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    with atomic_directory(path) as tmp:
+        tok.save_pretrained(tmp)
+
+
+def _save_curves(folder: Path, keys: tuple[str, ...], title: str) -> None:
+    from flame_jax.train import read_metrics, save_training_curves
+
+    rows = read_metrics(folder / "metrics.jsonl")
+    if rows:
+        save_training_curves(rows, keys, folder / "curves.png", title=title)
+
+
+def _trainable(mode: str):
+    from flax import nnx
+
+    if mode == "full":
+        return nnx.Param
+    return nnx.Any(nnx.LoRAParam, nnx.PathContains("projectors"))
+
+
+def _finish_policy(policy, folder: Path) -> None:
+    from flame_jax.flame._policy import save_policy
+    from flame_jax.policy import has_lora, merge_lora
+
+    if has_lora(policy.decoder):
+        merge_lora(policy.decoder)
+    save_policy(policy, folder / "policy.npz")
+
+
+def _record(run: _Run, stage: str, extra: Any) -> dict[str, Any]:
+    from flame_jax._records import record_to_plain
+
+    return json.loads(
+        json.dumps({"stage": stage, "seed": run.config.seed, "config": record_to_plain(extra)})
+    )
+
+
+def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from flame_jax._io import write_json_atomic, write_npz_atomic
+    from flame_jax.flame._cls import cls_batch, cls_data, cls_loss, score_visits
+    from flame_jax.flame._edit_tasks import error_profile
+    from flame_jax.flame._loop import run_loop
+    from flame_jax.flame._policy import to_knowledge_tables
+    from flame_jax.policy import add_lora
+
+    c, folder = run.config, run.out / "cls"
+    if (folder / "scores.npz").is_file():
+        return
+    enc, tables = run.encoder(), run.tables()
+    policy = run.policy(enc, tables, None)
+    if c.train_mode == "lora":
+        add_lora(policy.decoder, c.stage_lora, rngs=nnx.Rngs(c.seed + 1))
+    data = cls_data(run.dataset, enc, config=c.prompt, previous=run.previous, evidence=c.evidence)
+    kt = to_knowledge_tables(tables)
+    train = run.dataset.split_rows("train")
+
+    def batch_fn(step, _policy):
+        rng = np.random.default_rng([c.seed, 1, step])
+        rows = rng.choice(train, size=c.cls.batch_size, replace=len(train) < c.cls.batch_size)
+        b = cls_batch(data, rows, kt)
+        tokens = int(data.prefixes.mask[rows].sum() + len(rows) * data.suffix[1].sum())
+        return b, {"tokens": tokens}
+
+    record = _record(run, "cls", (c.cls, c.prompt, c.policy, c.train_mode))
+    run_loop(
+        policy,
+        wrt=_trainable(c.train_mode),
+        loss_fn=cls_loss(enc.yes_id, enc.no_id),
+        batch_fn=batch_fn,
+        config=c.cls,
+        out=folder,
+        record=record,
+        stop_after=stop_after,
+        progress=run.progress,
+        desc="pi_cls",
+    )
+    if stop_after is not None and stop_after < c.cls.steps:
+        return
+    _save_curves(folder, ("loss", "accuracy", "grad_norm", "lr", "tokens_per_s"), "pi_cls")
+    _finish_policy(policy, folder)
+    p_yes = score_visits(
+        policy, data, np.arange(len(run.dataset.visits)), kt, yes_id=enc.yes_id, no_id=enc.no_id
+    )
+    pred = p_yes > c.threshold
+    prof = error_profile(pred[train], run.truth[train])
+    write_json_atomic(folder / "error_profile.json", prof.to_json())
+    write_npz_atomic(folder / "scores.npz", {"p_yes": p_yes.astype(np.float32)})
+    del jnp
+
+
+def _p0(run: _Run) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(run.out / "cls" / "scores.npz") as z:
+        p_yes = z["p_yes"]
+    return p_yes, p_yes > run.config.threshold
+
+
+def _tasks(run: _Run, samples: int, seed_offset: int):
+    from flame_jax.flame._edit_tasks import error_profile, synthesize_edit_tasks
+
+    _, pred = _p0(run)
+    train = run.dataset.split_rows("train")
+    prof = error_profile(pred[train], run.truth[train])
+    sets = [np.flatnonzero(run.truth[r]) for r in train]
+    return synthesize_edit_tasks(
+        prof, sets, train, samples=samples, seed=run.config.seed + seed_offset
+    )
+
+
+def _cls_tasks(run: _Run, rows: np.ndarray):
+    """Edit tasks whose P0 is pi_cls's prediction for each visit of ``rows``."""
+    from flame_jax.flame._edit_tasks import EditTask
+
+    _, pred = _p0(run)
+
+    def ids(x):
+        return tuple(int(d) for d in np.flatnonzero(x))
+
+    return [
+        EditTask(row=int(r), pre_list=ids(pred[r]), add=ids(run.truth[r] & ~pred[r]),
+                 remove=ids(pred[r] & ~run.truth[r]))
+        for r in rows
+    ]  # fmt: skip
+
+
+def _list_buckets(run: _Run, enc) -> tuple[int, int]:
+    """Fixed prompt / target buckets for every list stage (one compile per shape)."""
+    from flame_jax.flame._encode import bucket
+    from flame_jax.flame._prompts import render_list_prompt
+
+    ds = run.dataset
+    sizes = ds.visits.med.lengths()
+    worst_list = np.arange(min(ds.num_meds, int(sizes.max()) * 2 + 2))
+    longest = 0
+    for r in np.argsort(-(ds.visits.diag.lengths() + ds.visits.proc.lengths()))[:3]:
+        p = render_list_prompt(
+            ds, r, worst_list, "remove", prev=run.previous[r], config=run.config.prompt
+        )
+        longest = max(longest, len(enc.encode(p).tokens))
+    names = sorted(ds.med_vocab.titles, key=lambda n: -len(enc.text_ids(n + "\n")))
+    per_line = len(enc.text_ids(names[0] + "\n"))
+    target = per_line * (int(sizes.max()) + 1) + 1
+    return bucket(longest), bucket(target, 8)
+
+
+def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
+    from flax import nnx
+
+    from flame_jax.flame._loop import run_loop
+    from flame_jax.flame._policy import to_knowledge_tables
+    from flame_jax.flame._sft import list_examples, sft_batch, sft_loss
+    from flame_jax.policy import add_lora
+
+    c, folder = run.config, run.out / "sft"
+    if (folder / "policy.npz").is_file():
+        return
+    enc, tables = run.encoder(), run.tables()
+    policy = run.policy(enc, tables, run.out / "cls" / "policy.npz")
+    if c.train_mode == "lora":
+        add_lora(policy.decoder, c.stage_lora, rngs=nnx.Rngs(c.seed + 2))
+    _, lc = _list_buckets(run, enc)
+    tasks = _tasks(run, c.sft_tasks, 100)
+    ex = list_examples(
+        run.dataset,
+        enc,
+        tasks,
+        config=c.prompt,
+        previous=run.previous,
+        target_length=lc,
+        evidence=c.evidence,
+    )
+    kt = to_knowledge_tables(tables)
+
+    def batch_fn(step, _policy):
+        rng = np.random.default_rng([c.seed, 2, step])
+        idx = rng.choice(len(ex.rows), size=c.sft.batch_size, replace=False)
+        tokens = int(ex.prompts.mask[idx].sum() + ex.target_mask[idx].sum())
+        return sft_batch(ex, idx, kt), {"tokens": tokens}
+
+    record = _record(run, "sft", (c.sft, c.sft_tasks, c.prompt, c.train_mode))
+    run_loop(
+        policy,
+        wrt=_trainable(c.train_mode),
+        loss_fn=sft_loss,
+        batch_fn=batch_fn,
+        config=c.sft,
+        out=folder,
+        record=record,
+        stop_after=stop_after,
+        progress=run.progress,
+        desc="pi_list SFT",
+    )
+    if stop_after is not None and stop_after < c.sft.steps:
+        return
+    _save_curves(folder, ("loss", "grad_norm", "lr", "tokens_per_s"), "pi_list SFT")
+    _finish_policy(policy, folder)
+
+
+def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None:
+    from flax import nnx
+
+    from flame_jax.flame._grpo import grpo_loss_fn, make_rollout
+    from flame_jax.flame._loop import run_loop
+    from flame_jax.flame._policy import to_knowledge_tables
+    from flame_jax.flame._sft import list_examples
+    from flame_jax.policy import add_lora
+
+    c, g = run.config, run.config.grpo
+    folder = grpo_dir(run.out, lam)
+    if (folder / "policy.npz").is_file():
+        return
+    enc, tables = run.encoder(), run.tables()
+    policy = run.policy(enc, tables, run.out / "sft" / "policy.npz")
+    add_lora(policy.decoder, g.lora, rngs=nnx.Rngs(c.seed + 3))
+    _, lc = _list_buckets(run, enc)
+    if g.prompts == "cls":
+        tasks = _cls_tasks(run, run.dataset.split_rows("train"))
+    else:
+        tasks = _tasks(run, g.tasks, 200)
+    ex = list_examples(
+        run.dataset,
+        enc,
+        tasks,
+        config=c.prompt,
+        previous=run.previous,
+        target_length=lc,
+        evidence=c.evidence,
+    )
+    kt = to_knowledge_tables(tables)
+    batch_fn = make_rollout(
+        ex,
+        run.truth,
+        enc,
+        run.vocabulary(),
+        kt,
+        group_size=g.group_size,
+        prompts_per_step=g.loop.batch_size,
+        temperature=g.temperature,
+        seed=c.seed + 7,
+        vocab_size=policy.decoder.config.vocab_size,
+    )
+    loss_fn = grpo_loss_fn(
+        run.dataset.ddi.astype(bool), shaping=g.shaping(lam), advantage=g.advantage(), loss=g.loss()
+    )
+    record = _record(run, f"grpo lambda={lam}", (g, c.prompt))
+    run_loop(
+        policy,
+        wrt=nnx.LoRAParam,
+        loss_fn=loss_fn,
+        batch_fn=batch_fn,
+        config=g.loop,
+        out=folder,
+        record=record,
+        stop_after=stop_after,
+        progress=run.progress,
+        desc=f"GRPO lambda={lam:g}",
+    )
+    if stop_after is not None and stop_after < g.loop.steps:
+        return
+    keys = (
+        "reward",
+        "reward_jaccard",
+        "reward_ddi",
+        "reward_refusal",
+        "kl",
+        "clip_fraction",
+        "advantage_std",
+        "completion_length",
+        "tokens_per_s",
+    )
+    _save_curves(folder, keys, f"step-wise GRPO, lambda={lam:g}")
+    _finish_policy(policy, folder)
+
+
+def _edit_final(run: _Run, policy_path: Path, enc, tables, rows, p0) -> np.ndarray:
+    from flame_jax.flame._evaluate import final_sets, greedy_edits, greedy_generator
+    from flame_jax.flame._policy import to_knowledge_tables
+    from flame_jax.flame._sft import list_examples
+
+    c = run.config
+    _, lc = _list_buckets(run, enc)
+    from flame_jax.flame._edit_tasks import EditTask
+
+    tasks = [
+        EditTask(row=int(r), pre_list=tuple(int(d) for d in np.flatnonzero(p)), add=(), remove=())
+        for r, p in zip(rows, p0, strict=True)
+    ]
+    policy = run.policy(enc, tables, policy_path)
+    ex = list_examples(
+        run.dataset,
+        enc,
+        tasks,
+        config=c.prompt,
+        previous=run.previous,
+        target_length=lc,
+        evidence=c.evidence,
+    )
+    key = (ex.prompts.tokens.shape[1], lc)
+    if key not in run.generators:
+        run.generators[key] = greedy_generator(enc, ex, batch_size=c.eval_batch)
+    states = greedy_edits(
+        policy,
+        ex,
+        enc,
+        run.vocabulary(),
+        to_knowledge_tables(tables),
+        batch_size=c.eval_batch,
+        generate=run.generators[key],
+    )
+    added, removed = states[0::2], states[1::2]
+    return final_sets([t.pre_list for t in tasks], added, removed, run.dataset.num_meds)
+
+
+def _stage_eval(run: _Run) -> tuple[str, dict[str, Any]]:
+    import jax
+
+    from flame_jax._io import write_bytes_atomic, write_json_atomic
+    from flame_jax.data import most_frequent_recommend, oracle_recommend
+    from flame_jax.metrics import MetricsReport, evaluate_sets, format_table
+    from flame_jax.plots import save_metrics_plot
+
+    c, ds = run.config, run.dataset
+    folder = run.out / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ds.split_rows("test")
+    truth = run.truth[rows]
+    patient = ds.visits.patient_id[rows]
+    key = jax.random.key(c.seed)
+    enc, tables = run.encoder(), run.tables()
+    p_yes, pred = _p0(run)
+    p_yes, p0 = p_yes[rows], pred[rows]
+
+    def report(name, i, sets, scores=None):
+        del i  # one key for every row: a paired bootstrap (the same resampled patients)
+        return evaluate_sets(
+            name,
+            sets,
+            truth,
+            patient,
+            key=key,
+            scores=scores,
+            ddi=ds.ddi,
+            rounds=c.eval_rounds,
+        )
+
+    reports = []
+    mf, mf_scores = most_frequent_recommend(ds, rows)
+    reports.append(report("most-frequent", 0, mf, mf_scores))
+    for model in ("lr", "gamenet", "safedrug"):
+        path = run.out / "baselines" / model / "test_metrics.json"
+        if path.is_file():
+            d = json.loads(path.read_text())
+            reports.append(
+                MetricsReport(
+                    name=model,
+                    mean=d["mean"],
+                    std=d["std"],
+                    visits=d["visits"],
+                    patients=d["patients"],
+                    rounds=d["rounds"],
+                )
+            )
+    reports.append(report("pi_cls alone", 1, p0, p_yes))
+    sft = _edit_final(run, run.out / "sft" / "policy.npz", enc, tables, rows, p0)
+    reports.append(report("pi_list after SFT", 2, sft))
+    tradeoff = []
+    for k, lam in enumerate(c.grpo.lambdas):
+        sets = _edit_final(run, grpo_dir(run.out, lam) / "policy.npz", enc, tables, rows, p0)
+        r = report(f"pi_list after GRPO (lambda={lam:g})", 3 + k, sets)
+        reports.append(r)
+        tradeoff.append((lam, r))
+    if run.rules is not None:
+        o, o_scores = oracle_recommend(run.rules, ds, rows)
+        reports.append(report("oracle (planted)", 99, o, o_scores))
+    table = format_table(reports)
+    summary = {
+        "split": "test",
+        "rounds": c.eval_rounds,
+        "reports": [r.to_json() for r in reports],
+        "tradeoff": [
+            {"lambda": lam, "jaccard": r.mean["jaccard"], "ddi_rate": r.mean["ddi_rate"]}
+            for lam, r in tradeoff
+        ],
+    }
+    write_json_atomic(folder / "metrics.json", summary)
+    write_bytes_atomic(folder / "table.md", (table + "\n").encode())
+    save_metrics_plot(reports, folder / "metrics.png", title=f"{ds.name}, test split")
+    save_tradeoff_plot(tradeoff, folder / "tradeoff.png")
+    return table, summary
+
+
+def save_tradeoff_plot(points, path: Path) -> Path:
+    """Jaccard against DDI rate over the lambda sweep (the paper's figure 5), with bootstrap std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flame_jax.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(4.8, 3.6))
+    xs = [r.mean["ddi_rate"] for _, r in points]
+    ys = [r.mean["jaccard"] for _, r in points]
+    ax.errorbar(
+        xs,
+        ys,
+        xerr=[r.std["ddi_rate"] for _, r in points],
+        yerr=[r.std["jaccard"] for _, r in points],
+        marker="o",
+        capsize=3,
+    )
+    for (lam, _), x, y in zip(points, xs, ys, strict=True):
+        ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("DDI rate (test)")
+    ax.set_ylabel("Jaccard (test)")
+    ax.set_title("pi_list after step-wise GRPO: safety-accuracy trade-off", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def run_pipeline(
+    config: FlameConfig,
+    out: str | Path,
+    *,
+    stages: tuple[str, ...] = STAGES,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[str | None, dict[str, Any]]:
+    """Runs (or resumes) the FLAME stages ``stages`` in order in the run folder ``out``.
+
+    A folder holding another run's ``config.yaml`` is refused (use a new folder).
+
+    Returns:
+        ``(table, summary)`` from the eval stage (``(None, {...})`` when it was not run);
+        ``summary["seconds"]`` has each stage's wall time.
+
+    Raises:
+        ValueError: unknown stage, or ``out`` belongs to a run with another config.
+    """
+    from flame_jax.cli._config_io import dump_config, load_config
+
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stages {bad}; choose from {STAGES}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.yaml"
+    if cfg_path.is_file():
+        if load_config(FlameConfig, cfg_path) != config:
+            raise ValueError(
+                f"{out}: holds a run with another config ({cfg_path}); "
+                "use a new folder or --overwrite"
+            )
+    else:
+        dump_config(config, cfg_path)
+    t0 = time.perf_counter()
+    run = _Run(config, out, progress, log)
+    seconds: dict[str, float] = {"data": time.perf_counter() - t0}
+    table, summary = None, {}
+    actions = {
+        "baselines": _stage_baselines,
+        "knowledge": _stage_knowledge,
+        "tokenizer": _stage_tokenizer,
+        "cls": _stage_cls,
+        "sft": _stage_sft,
+        "grpo": lambda r: [_stage_grpo(r, lam) for lam in config.grpo.lambdas],
+    }
+    for stage in stages:
+        t = time.perf_counter()
+        log(f"[flame] stage {stage}")
+        if stage == "eval":
+            table, summary = _stage_eval(run)
+        else:
+            actions[stage](run)
+        seconds[stage] = time.perf_counter() - t
+    summary = {**summary, "seconds": seconds}
+    return table, summary

@@ -1,0 +1,126 @@
+"""pi_list supervised fine-tuning on synthetic add / remove edit tasks (spec §5.3-§5.4).
+
+Every :class:`~flame_jax.flame.EditTask` gives two examples: the "add" prompt (target: the missed
+drugs, one name per line) and the "remove" prompt (target: the extra drugs), each target followed
+by EOS (an empty target is EOS alone). Loss: the mean token cross-entropy of the targets
+(teacher-forced, prompt tokens masked out).
+"""
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from flame_jax.data import Dataset
+from flame_jax.flame._edit_tasks import EditTask
+from flame_jax.flame._encode import (
+    PaddedPrompts,
+    PromptEncoder,
+    bucket,
+    pad_prompts,
+    pad_right,
+    visit_drug_refs,
+)
+from flame_jax.flame._policy import FlamePolicy
+from flame_jax.flame._prompts import PromptConfig, list_target, render_list_prompt
+from flame_jax.policy._fusion import KnowledgeTables
+from flame_jax.policy._scoring import completion_logprobs
+
+__all__ = ["ListExamples", "list_examples", "sft_batch", "sft_loss"]
+
+
+class ListExamples(NamedTuple):
+    """Encoded list-editing examples (host NumPy).
+
+    Attributes:
+        prompts: left-padded prompts ``[n, length]``.
+        targets: right-padded target ids ``[n, target]`` and their mask.
+        target_mask: bool ``[n, target]``.
+        rows: visit row per example; tasks: "add" / "remove"; initial: P0 per example.
+    """
+
+    prompts: PaddedPrompts
+    targets: np.ndarray
+    target_mask: np.ndarray
+    rows: np.ndarray
+    tasks: tuple[str, ...]
+    initial: tuple[tuple[int, ...], ...]
+
+
+def list_examples(
+    dataset: Dataset,
+    encoder: PromptEncoder,
+    tasks: Sequence[EditTask],
+    *,
+    config: PromptConfig,
+    previous: np.ndarray,
+    kinds: Sequence[str] = ("add", "remove"),
+    length: int | None = None,
+    target_length: int | None = None,
+    evidence: bool = False,
+) -> ListExamples:
+    """Encodes the add and remove example of every task (in that order per task).
+
+    Args:
+        dataset: the dataset.
+        encoder: the prompt encoder.
+        tasks: edit tasks (pre-list and both targets).
+        config: prompt rendering.
+        previous: previous-visit row per row.
+        kinds: which of "add" / "remove" to emit.
+        length: prompt bucket (None: the power of two above the longest prompt).
+        target_length: target bucket (None: likewise).
+        evidence: drug slots point at per-visit evidence rows (``visit_drug_refs``).
+    """
+    prompts, targets, rows, kinds_out, initial = [], [], [], [], []
+    for t in tasks:
+        for kind in kinds:
+            p = render_list_prompt(
+                dataset, t.row, t.pre_list, kind, prev=previous[t.row], config=config
+            )
+            e = encoder.encode(p)
+            prompts.append(visit_drug_refs(e, t.row, dataset.num_meds) if evidence else e)
+            targets.append(encoder.encode_target(list_target(dataset, getattr(t, kind))))
+            rows.append(t.row)
+            kinds_out.append(kind)
+            initial.append(tuple(t.pre_list))
+    length = bucket(max(len(e.tokens) for e in prompts)) if length is None else length
+    if target_length is None:
+        target_length = bucket(max(len(x) for x in targets), 8)
+    ctok, cmask = pad_right(targets, length=target_length, pad_id=encoder.pad_id)
+    return ListExamples(
+        pad_prompts(prompts, length=length, pad_id=encoder.pad_id),
+        ctok,
+        cmask,
+        np.asarray(rows, np.int64),
+        tuple(kinds_out),
+        tuple(initial),
+    )
+
+
+def sft_batch(examples: ListExamples, idx: np.ndarray, tables: KnowledgeTables) -> dict:
+    """The device batch of examples ``idx``."""
+    return {
+        "prompt": tuple(jnp.asarray(x[idx]) for x in examples.prompts),
+        "target": jnp.asarray(examples.targets[idx]),
+        "target_mask": jnp.asarray(examples.target_mask[idx]),
+        "tables": tables,
+    }
+
+
+def sft_loss(policy: FlamePolicy, batch: dict):
+    """Mean target-token cross-entropy; aux: token accuracy is not computed (cheap loss only)."""
+    tokens, mask, kind, ref = batch["prompt"]
+    emb = policy.embed(tokens, kind, ref, batch["tables"])
+    logp = completion_logprobs(
+        policy.decoder,
+        tokens,
+        mask,
+        batch["target"],
+        batch["target_mask"],
+        prompt_embeddings=emb,
+    )
+    m = batch["target_mask"].astype(jnp.float32)
+    nll = -jnp.sum(logp * m) / jnp.maximum(jnp.sum(m), 1.0)
+    return nll, {"target_tokens": jnp.sum(m)}

@@ -1,0 +1,125 @@
+"""pi_cls and SFT losses against float64 references from separate full-sequence forward passes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from flame_jax.flame import (
+    EditTask,
+    build_policy,
+    cls_batch,
+    cls_data,
+    cls_loss,
+    final_sets,
+    list_examples,
+    score_visits,
+    sft_batch,
+    sft_loss,
+    to_knowledge_tables,
+)
+from tests.flame.helpers import POLICY
+
+
+def reference_logprobs(policy, tables, tokens, kind, ref):
+    """float64 log-softmax of the next-token logits of one unpadded sequence."""
+    kt = to_knowledge_tables(tables)
+    t = jnp.asarray(tokens, jnp.int32)[None]
+    emb = policy.embed(t, jnp.asarray(kind, jnp.int32)[None], jnp.asarray(ref, jnp.int32)[None], kt)
+    n = len(tokens)
+    hidden, _ = policy.decoder(emb, jnp.arange(n)[None], kv_mask=jnp.ones((1, n), bool))
+    z = np.asarray(policy.decoder.logits(hidden)[0], np.float64)
+    return (
+        z
+        - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - z.max(-1, keepdims=True)
+    )
+
+
+def _unpad(padded, i):
+    m = padded.mask[i]
+    return padded.tokens[i][m], padded.kind[i][m], padded.ref[i][m]
+
+
+@pytest.mark.parametrize(("rows", "evidence"), [([0], False), ([2, 5, 9], False), ([4, 1], True)])
+def test_cls_loss_matches_reference(
+    dataset, encoder, tables, prompt_config, previous, policy, rows, evidence
+):
+    if evidence:  # drug table with per-visit evidence rows, as knowledge_tables(evidence=True)
+        m, v = dataset.num_meds, len(dataset.visits)
+        extra = np.random.default_rng(1).normal(size=(m * v, tables["drug"].shape[1]))
+        tables = dict(tables, drug=np.concatenate([tables["drug"], extra]).astype(np.float32))
+        policy = build_policy(POLICY, encoder.tokenizer, tables, seed=0)
+    data = cls_data(dataset, encoder, config=prompt_config, previous=previous, evidence=evidence)
+    kt = to_knowledge_tables(tables)
+    rows = np.asarray(rows)
+    batch = cls_batch(data, rows, kt)
+    loss_fn = cls_loss(encoder.yes_id, encoder.no_id)
+    loss, _ = loss_fn(policy, batch)
+    jitted, _ = nnx.jit(loss_fn)(policy, batch)
+    s_tok, s_mask, s_kind, s_ref = (np.asarray(x) for x in batch["suffix"])
+    if evidence:  # the candidate slot points at (visit, drug) rows
+        at = s_kind == 4
+        assert (s_ref[at] >= dataset.num_meds).all()
+    nll, p_ref = [], np.zeros((len(rows), dataset.num_meds))
+    for i, r in enumerate(rows):
+        pt, pk, pr = _unpad(data.prefixes, r)
+        for d in range(dataset.num_meds):
+            m = s_mask[i, d]
+            parts = (s_tok[i, d], s_kind[i, d], s_ref[i, d])
+            seq = [np.concatenate([a, b[m]]) for a, b in zip((pt, pk, pr), parts, strict=True)]
+            lp = reference_logprobs(policy, tables, *seq)[-1]
+            y = data.truth[r, d]
+            nll.append(-(lp[encoder.yes_id] if y else lp[encoder.no_id]))
+            p_ref[i, d] = 1 / (1 + np.exp(lp[encoder.no_id] - lp[encoder.yes_id]))
+    np.testing.assert_allclose(float(loss), np.mean(nll), rtol=2e-4)
+    np.testing.assert_allclose(float(jitted), np.mean(nll), rtol=2e-4)
+    # scoring in padded batches gives the same p_yes as the reference, whatever the batch size
+    for bs in (1, 4):
+        p = score_visits(policy, data, rows, kt, yes_id=encoder.yes_id, no_id=encoder.no_id,
+                         batch_size=bs)  # fmt: skip
+        np.testing.assert_allclose(p, p_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_sft_loss_matches_reference(dataset, encoder, tables, prompt_config, previous, policy):
+    tasks = [EditTask(row=1, pre_list=(0, 3), add=(5,), remove=(3,)),
+             EditTask(row=7, pre_list=(2,), add=(), remove=())]  # fmt: skip
+    ex = list_examples(dataset, encoder, tasks, config=prompt_config, previous=previous)
+    assert ex.tasks == ("add", "remove", "add", "remove")
+    kt = to_knowledge_tables(tables)
+    idx = np.arange(4)
+    loss, aux = sft_loss(policy, sft_batch(ex, idx, kt))
+    total, count = 0.0, 0
+    for i in idx:
+        pt, pk, pr = _unpad(ex.prompts, i)
+        target = ex.targets[i][ex.target_mask[i]]
+        seq = np.concatenate([pt, target])
+        lp = reference_logprobs(policy, tables, seq, np.concatenate([pk, 0 * target]),
+                                np.concatenate([pr, 0 * target]))  # fmt: skip
+        for k, tok in enumerate(target):
+            total -= lp[len(pt) - 1 + k, tok]
+            count += 1
+    assert int(aux["target_tokens"]) == count
+    np.testing.assert_allclose(float(loss), total / count, rtol=2e-4)
+    grads = nnx.grad(lambda m: sft_loss(m, sft_batch(ex, idx, kt))[0])(policy)
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
+def reference_final(p0, added, removed):
+    out = set(p0)
+    out |= set(added)
+    for d in set(p0):
+        if d not in removed:
+            out.discard(d)
+    return out
+
+
+def test_final_sets_against_sets():
+    rng = np.random.default_rng(0)
+    p0 = [sorted(set(rng.integers(0, 9, 4).tolist())) for _ in range(20)]
+    added = [frozenset(set(p) | set(rng.integers(0, 9, 2).tolist())) for p in p0]
+    removed = [frozenset(d for d in p if rng.random() < 0.6) for p in p0]
+    got = final_sets(p0, added, removed, 9)
+    for i in range(20):
+        assert set(np.flatnonzero(got[i])) == reference_final(p0[i], added[i], removed[i])

@@ -1,0 +1,116 @@
+"""The FLAME stages end to end on tiny shapes: CLI, resumable stages, exact GRPO resume."""
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from flame_jax.cli._config_io import dump_config, load_config
+from flame_jax.cli.main import main
+from flame_jax.flame import FlameConfig, PolicyConfig
+from flame_jax.flame._pipeline import _Run, _stage_grpo, grpo_dir
+from flame_jax.train import read_metrics
+
+# No knowledge fusion here (no baselines to fit): the stages and their plumbing are the subject.
+CONFIG = FlameConfig.tiny(
+    policy=PolicyConfig(
+        hidden_size=16, intermediate_size=32, num_heads=2, num_kv_heads=1, fusion=False
+    ),
+)
+STAGES = ("tokenizer", "cls", "sft", "grpo", "eval")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flame")
+    cfg = dump_config(CONFIG, root / "flame.yaml")
+    out = root / "run"
+    for stage in STAGES:
+        assert main(["flame", stage, "--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_config_round_trips(tmp_path):
+    for config in (CONFIG, FlameConfig.demo(), FlameConfig()):
+        assert load_config(FlameConfig, dump_config(config, tmp_path / "c.yaml")) == config
+    with pytest.raises(ValueError, match="train_mode"):
+        FlameConfig(train_mode="half")
+
+
+def test_stages_write_their_outputs(run_dir, capsys):
+    for path in ("config.yaml", "cls/policy.npz", "cls/scores.npz", "cls/error_profile.json",
+                 "cls/curves.png", "sft/policy.npz", "eval/table.md", "eval/tradeoff.png",
+                 "eval/metrics.json"):  # fmt: skip
+        assert (run_dir / path).is_file(), path
+    for lam in CONFIG.grpo.lambdas:
+        rows = read_metrics(grpo_dir(run_dir, lam) / "metrics.jsonl")
+        assert [r["step"] for r in rows] == [1, 2, 3]
+        for key in ("reward", "reward_jaccard", "reward_ddi", "reward_refusal", "kl",
+                    "clip_fraction", "advantage_std", "tokens_per_s"):  # fmt: skip
+            assert np.isfinite(rows[-1][key]), key
+    table = (run_dir / "eval" / "table.md").read_text()
+    for name in ("most-frequent", "pi_cls alone", "pi_list after SFT",
+                 "pi_list after GRPO (lambda=0)", "pi_list after GRPO (lambda=1)",
+                 "oracle (planted)"):  # fmt: skip
+        assert name in table
+    # finished stages are skipped: a second run changes nothing and prints the same table
+    assert main(["flame", "eval", "--out", str(run_dir), "--config",
+                 str(run_dir / "config.yaml"), "--quiet"]) == 0  # fmt: skip
+    assert (run_dir / "eval" / "table.md").read_text() in capsys.readouterr().out
+    # a run folder refuses another config
+    other = tmp_path_yaml = run_dir.parent / "other.yaml"
+    dump_config(dataclasses.replace(CONFIG, seed=5), tmp_path_yaml)
+    with pytest.raises(SystemExit) if False else pytest.raises(ValueError, match="another config"):
+        from flame_jax.flame import run_pipeline
+
+        run_pipeline(load_config(FlameConfig, other), run_dir, stages=("eval",), progress=False)
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["seed"] == CONFIG.seed
+
+
+def test_grpo_resume_is_exact(run_dir, tmp_path):
+    """Stopped after step 3 (checkpoint at 2), resumed: steps 3-4 equal an uninterrupted run."""
+    lam = CONFIG.grpo.lambdas[-1]
+    config = dataclasses.replace(
+        CONFIG,
+        grpo=dataclasses.replace(
+            CONFIG.grpo, loop=dataclasses.replace(CONFIG.grpo.loop, steps=4, checkpoint_every=2)
+        ),
+    )
+    outs = []
+    for name in ("straight", "resumed"):
+        out = tmp_path / name
+        out.mkdir()
+        for part in ("tokenizer", "cls", "sft"):
+            shutil.copytree(run_dir / part, out / part)
+        run = _Run(config, out, False, lambda s: None)
+        if name == "resumed":
+            _stage_grpo(run, lam, stop_after=3)  # "killed" after logging step 3
+            assert [r["step"] for r in read_metrics(grpo_dir(out, lam) / "metrics.jsonl")] == [
+                1, 2, 3]  # fmt: skip
+        _stage_grpo(run, lam)
+        outs.append(read_metrics(grpo_dir(out, lam) / "metrics.jsonl"))
+    straight, resumed = outs
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    timing = {"seconds", "tokens_per_s"}
+    for a, b in zip(straight, resumed, strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+    assert (grpo_dir(tmp_path / "resumed", lam) / "policy.npz").is_file()
+
+
+def test_experiment_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments" / "flame"
+    configs = {p.stem: load_config(FlameConfig, p) for p in sorted(root.glob("*.yaml"))}
+    assert set(configs) >= {"paper", "ablation_outcome_only", "ablation_no_fusion", "lambda_sweep"}
+    assert configs["ablation_outcome_only"].grpo.step_weight == 0.0
+    assert not configs["ablation_no_fusion"].policy.fusion
+    assert not configs["ablation_no_fusion"].prompt.entity_slots
+    paper = configs["paper"]
+    assert paper.grpo.group_size == 8 and paper.grpo.lora.rank == 32
+    assert paper.grpo.loop.optimizer.learning_rate == 1e-5
+    assert len(configs["lambda_sweep"].grpo.lambdas) >= 2
