@@ -1362,7 +1362,8 @@ def eicu_tables(cohort: SyntheticCohort) -> dict[str, Any]:
     """The cohort in the eICU-CRD layout: patient, diagnosis, treatment, physicalExam, medication.
 
     One ICU stay per admission (patientunitstayid = HADM_ID; hospital stay ids in admission
-    order); uniquepid 'XXX-XXXXX' spells the SUBJECT_ID; age is a string ("> 89" from 90).
+    order); uniquepid is the SUBJECT_ID written as eICU writes ids (123456 -> "001-23456");
+    age is a string ("> 89" from 90).
     Diagnoses carry dotted ICD-9 codes (a few rows have only a diagnosis string, as in eICU);
     treatments are the procedures' titles (physicalExam paths end with them); medication rows
     are the MAIN prescriptions with strength-suffixed upper-case names, plus the BASE rows as

@@ -601,12 +601,29 @@ def _list_buckets(run: _Run, enc) -> tuple[int, int]:
     return bucket(longest), bucket(target, 8)
 
 
+def _list_examples(run: _Run, enc, tasks):
+    """Tokenised list-editing examples of ``tasks``, targets padded to the run's length bucket."""
+    from flame_jax.flame._sft import list_examples
+
+    _, target_length = _list_buckets(run, enc)
+    c = run.config
+    return list_examples(
+        run.dataset,
+        enc,
+        tasks,
+        config=c.prompt,
+        previous=run.previous,
+        target_length=target_length,
+        evidence=c.evidence,
+    )
+
+
 def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
     from flax import nnx
 
     from flame_jax.flame._loop import run_loop
     from flame_jax.flame._policy import to_knowledge_tables
-    from flame_jax.flame._sft import list_examples, sft_batch, sft_loss
+    from flame_jax.flame._sft import sft_batch, sft_loss
     from flame_jax.policy import add_lora
 
     c, folder = run.config, run.out / "sft"
@@ -616,17 +633,7 @@ def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
     policy = run.policy(enc, tables, run.out / "cls" / "policy.npz")
     if c.train_mode == "lora":
         add_lora(policy.decoder, c.stage_lora, rngs=nnx.Rngs(c.seed + 2))
-    _, lc = _list_buckets(run, enc)
-    tasks = _tasks(run, c.sft_tasks, 100)
-    ex = list_examples(
-        run.dataset,
-        enc,
-        tasks,
-        config=c.prompt,
-        previous=run.previous,
-        target_length=lc,
-        evidence=c.evidence,
-    )
+    ex = _list_examples(run, enc, _tasks(run, c.sft_tasks, 100))
     kt = to_knowledge_tables(tables)
 
     def batch_fn(step, _policy):
@@ -660,7 +667,6 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     from flame_jax.flame._grpo import grpo_loss_fn, make_rollout
     from flame_jax.flame._loop import run_loop
     from flame_jax.flame._policy import to_knowledge_tables
-    from flame_jax.flame._sft import list_examples
     from flame_jax.policy import add_lora
 
     c, g = run.config, run.config.grpo
@@ -670,20 +676,11 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     enc, tables = run.encoder(), run.tables()
     policy = run.policy(enc, tables, run.out / "sft" / "policy.npz")
     add_lora(policy.decoder, g.lora, rngs=nnx.Rngs(c.seed + 3))
-    _, lc = _list_buckets(run, enc)
     if g.prompts == "cls":
         tasks = _cls_tasks(run, run.dataset.split_rows("train"))
     else:
         tasks = _tasks(run, g.tasks, 200)
-    ex = list_examples(
-        run.dataset,
-        enc,
-        tasks,
-        config=c.prompt,
-        previous=run.previous,
-        target_length=lc,
-        evidence=c.evidence,
-    )
+    ex = _list_examples(run, enc, tasks)
     kt = to_knowledge_tables(tables)
     batch_fn = make_rollout(
         ex,
@@ -731,29 +728,18 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
 
 
 def _edit_final(run: _Run, policy_path: Path, enc, tables, rows, p0) -> np.ndarray:
+    from flame_jax.flame._edit_tasks import EditTask
     from flame_jax.flame._evaluate import final_sets, greedy_edits, greedy_generator
     from flame_jax.flame._policy import to_knowledge_tables
-    from flame_jax.flame._sft import list_examples
 
     c = run.config
-    _, lc = _list_buckets(run, enc)
-    from flame_jax.flame._edit_tasks import EditTask
-
     tasks = [
         EditTask(row=int(r), pre_list=tuple(int(d) for d in np.flatnonzero(p)), add=(), remove=())
         for r, p in zip(rows, p0, strict=True)
     ]
     policy = run.policy(enc, tables, policy_path)
-    ex = list_examples(
-        run.dataset,
-        enc,
-        tasks,
-        config=c.prompt,
-        previous=run.previous,
-        target_length=lc,
-        evidence=c.evidence,
-    )
-    key = (ex.prompts.tokens.shape[1], lc)
+    ex = _list_examples(run, enc, tasks)
+    key = (ex.prompts.tokens.shape[1], ex.target_mask.shape[1])
     if key not in run.generators:
         run.generators[key] = greedy_generator(enc, ex, batch_size=c.eval_batch)
     states = greedy_edits(

@@ -261,8 +261,7 @@ def test_bad_checkpoints_are_named(tmp_path):
 
 def test_sharded_loading_on_eight_devices(tmp_path):
     devices = jax.devices()
-    if len(devices) < 8:
-        pytest.skip("needs the 8 simulated CPU devices of tests/conftest.py")
+    assert len(devices) >= 8, "tests/conftest.py provides 8 simulated CPU devices"
     config = DecoderConfig.tiny(vocab_size=64, hidden_size=32, intermediate_size=48, head_dim=8)
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))
     rng = np.random.default_rng(0)
