@@ -8,9 +8,11 @@ reviews fail and are masked out; grades in [0, 1]). Two implementations of the s
 * JAX: ``jax.jit(flame_jax.consensus.vancouver_batch)`` over all vignettes at once (the batched
   entry point: vignette axis last, chunks that stay in cache), on device-resident inputs;
   ``jax_s`` is the best of ``--repeats`` runs after compilation (``block_until_ready``),
-  ``compile_s`` the lower + compile time. ``jax_vmap_s`` is the same for
+  ``compile_s`` the lower + compile time (not part of any ratio). ``jax_vmap_s`` is the same for
   ``jax.jit(jax.vmap(vancouver))`` (``speedup_vmap``). ``*_cpu_s`` are process CPU times of the
   same best runs (the machines here are shared; CPU time is less sensitive to other load);
+  ``jax_cpu_median_s`` / ``speedup_cpu_median`` use the median run instead of the best, the
+  fairer match for the reference, which is timed once over many vignettes;
 * reference: a per-graph pure-Python implementation (dicts of edges, float64, the message passing
   of de Alfaro's reference code with leave-one-out). It runs on the first ``--ref-vignettes``
   vignettes of each case; with fewer than all its time is scaled linearly to all vignettes
@@ -28,12 +30,13 @@ Prints one JSON line per case and writes them to experiments/bench/results/conse
 
     python experiments/bench/consensus_bench.py                       # defaults above
     python experiments/bench/consensus_bench.py --ref-vignettes 300   # quicker; reference scaled
+    python experiments/bench/consensus_bench.py --ref-vignettes 10000 400  # all 3x3, 400 16x16
 """
 
 import argparse
 import itertools
 import json
-import math
+import os
 import pathlib
 import platform
 import time
@@ -107,14 +110,17 @@ def python_vancouver(grades, mask):
 
 
 def _best_of(fn, repeats, *, cpu=False):
-    best, best_cpu = math.inf, math.inf
+    """Best wall time of ``repeats`` runs; with ``cpu``, also the best and median CPU times."""
+    walls, cpus = [], []
     out = None
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
         out = jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - start_cpu)
-    return (out, best, best_cpu) if cpu else (out, best)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
+    if not cpu:
+        return out, min(walls)
+    return out, min(walls), min(cpus), float(np.median(cpus))
 
 
 def run_vancouver_case(vignettes, models, ref_vignettes, repeats, missing, seed) -> dict:
@@ -124,9 +130,11 @@ def run_vancouver_case(vignettes, models, ref_vignettes, repeats, missing, seed)
     start = time.perf_counter()
     compiled = fn.lower(g_dev, m_dev).compile()
     compile_s = time.perf_counter() - start
-    result, jax_s, jax_cpu_s = _best_of(lambda: compiled(g_dev, m_dev), repeats, cpu=True)
+    result, jax_s, jax_cpu_s, jax_cpu_median_s = _best_of(
+        lambda: compiled(g_dev, m_dev), repeats, cpu=True
+    )
     vmapped = jax.jit(jax.vmap(vancouver)).lower(g_dev, m_dev).compile()
-    result_vmap, vmap_s, vmap_cpu_s = _best_of(lambda: vmapped(g_dev, m_dev), repeats, cpu=True)
+    result_vmap, vmap_s, vmap_cpu_s, _ = _best_of(lambda: vmapped(g_dev, m_dev), repeats, cpu=True)
 
     ref_vignettes = min(ref_vignettes, vignettes)
     g_list = grades[:ref_vignettes].tolist()
@@ -159,6 +167,8 @@ def run_vancouver_case(vignettes, models, ref_vignettes, repeats, missing, seed)
         "jax_vmap_cpu_s": round(vmap_cpu_s, 6),
         "reference_cpu_s": round(reference_cpu_s, 3),
         "speedup_cpu": round(reference_cpu_s / jax_cpu_s, 1),
+        "jax_cpu_median_s": round(jax_cpu_median_s, 6),
+        "speedup_cpu_median": round(reference_cpu_s / jax_cpu_median_s, 1),
         "jax_vignettes_per_s": round(vignettes / jax_s),
         "max_abs_diff": float(f"{diff:.3g}"),
         "reference_vignettes": ref_vignettes,
@@ -166,6 +176,7 @@ def run_vancouver_case(vignettes, models, ref_vignettes, repeats, missing, seed)
         "reference_measured_s": round(reference_measured_s, 3),
         "repeats": repeats,
         "backend": jax.default_backend(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),  # shared machine: other work running
         "device": str(jax.devices()[0]),
         "cpu": platform.processor() or platform.machine(),
     }
@@ -267,17 +278,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vignettes", type=int, default=10_000)
     parser.add_argument("--shapes", type=int, nargs="+", default=[3, 16], help="models per case")
-    parser.add_argument("--ref-vignettes", type=int, default=10_000)
+    parser.add_argument(
+        "--ref-vignettes",
+        type=int,
+        nargs="+",
+        default=[10_000],
+        help="vignettes the Python reference runs on: one value, or one per --shapes entry",
+    )
     parser.add_argument("--missing", type=float, default=0.05, help="fraction of failed reviews")
     parser.add_argument("--models", type=int, default=14, help="chemistry pool size")
     parser.add_argument("--no-python-chemistry", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if len(args.ref_vignettes) not in (1, len(args.shapes)):
+        parser.error("--ref-vignettes takes one value or one per --shapes entry")
+    refs = args.ref_vignettes * (len(args.shapes) if len(args.ref_vignettes) == 1 else 1)
     lines = []
-    for models in args.shapes:
+    for models, ref_vignettes in zip(args.shapes, refs, strict=True):
         record = run_vancouver_case(
-            args.vignettes, models, args.ref_vignettes, args.repeats, args.missing, args.seed
+            args.vignettes, models, ref_vignettes, args.repeats, args.missing, args.seed
         )
         lines.append(json.dumps(record))
         print(lines[-1], flush=True)

@@ -78,6 +78,7 @@ from flame_jax.consensus._vancouver import (
     VancouverResult,
     vancouver,
     vancouver_batch,
+    vancouver_grid,
 )
 from flame_jax.consensus._vignettes import (
     Vignette,
@@ -163,5 +164,6 @@ __all__ = [
     "subset_members",
     "vancouver",
     "vancouver_batch",
+    "vancouver_grid",
     "write_history",
 ]
