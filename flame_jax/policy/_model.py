@@ -21,6 +21,7 @@ are two traces of the same module with the same state, inside one jitted functio
 second copy of the base weights.
 """
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -88,6 +89,76 @@ def _rope(
     return x * cos.astype(x.dtype) + rotated * sin.astype(x.dtype)
 
 
+def _masked_scores(
+    q_bkrh: Float[Array, "batch kv_heads rows head_dim"],
+    k_bksh: Float[Array, "batch kv_heads slots head_dim"],
+    allowed: Bool[Array, "batch tokens slots"],
+    groups: int,
+) -> Float[Array, "batch kv_heads rows slots"]:
+    b, nk, rows, _ = q_bkrh.shape
+    slots = k_bksh.shape[2]
+    scores = jnp.einsum("bkrh,bksh->bkrs", q_bkrh, k_bksh, preferred_element_type=jnp.float32)
+    scores = scores.reshape(b, nk, groups, rows // groups, slots)
+    return jnp.where(allowed[:, None, None], scores, _NEG).reshape(b, nk, rows, slots)
+
+
+def _attend_fwd_impl(q_bkrh, k_bksh, v_bksh, allowed, groups):
+    scores = _masked_scores(q_bkrh, k_bksh, allowed, groups)
+    top = scores.max(axis=-1, keepdims=True)
+    e = jnp.exp(scores - top)
+    total = e.sum(axis=-1, keepdims=True)
+    probs = (e / total).astype(v_bksh.dtype)
+    out = jnp.einsum("bkrs,bksh->bkrh", probs, v_bksh)
+    return out, top + jnp.log(total)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attend(
+    q_bkrh: Float[Array, "batch kv_heads rows head_dim"],
+    k_bksh: Float[Array, "batch kv_heads slots head_dim"],
+    v_bksh: Float[Array, "batch kv_heads slots head_dim"],
+    allowed: Bool[Array, "batch tokens slots"],
+    groups: int,
+) -> Float[Array, "batch kv_heads rows head_dim"]:
+    """softmax(mask(q k^T)) v per kv head, rows = (query head in the group, token).
+
+    Row ``r = g * tokens + t`` is query head g of the kv head at token t; ``allowed[b, t, s]``
+    says whether it sees key slot s (masked scores are float32 min, so a row with no visible
+    key is meaningless here: the caller zeroes its output, hence its cotangent). ``q`` is
+    already scaled by 1/sqrt(head_dim). Scores and the softmax are float32.
+
+    The backward pass (a custom VJP, as in FlashAttention) recomputes the probabilities from
+    the saved log-sum-exp instead of storing them, and uses the identity
+    sum_s P_rs dP_rs = sum_h dO_rh O_rh:
+
+        dS = P * (dO v^T - rowsum(dO * O)),  dq = dS k,  dk = dS^T q,  dv = P^T dO.
+
+    References:
+        Dao et al., "FlashAttention", arXiv 2205.14135 (2022), Algorithm 4.
+    """
+    return _attend_fwd_impl(q_bkrh, k_bksh, v_bksh, allowed, groups)[0]
+
+
+def _attend_fwd(q_bkrh, k_bksh, v_bksh, allowed, groups):
+    out, lse = _attend_fwd_impl(q_bkrh, k_bksh, v_bksh, allowed, groups)
+    return out, (q_bkrh, k_bksh, v_bksh, allowed, out, lse)
+
+
+def _attend_bwd(groups, residuals, d_out):
+    q_bkrh, k_bksh, v_bksh, allowed, out, lse = residuals
+    probs = jnp.exp(_masked_scores(q_bkrh, k_bksh, allowed, groups) - lse)
+    d_probs = jnp.einsum("bkrh,bksh->bkrs", d_out, v_bksh, preferred_element_type=jnp.float32)
+    row = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    d_scores = (probs * (d_probs - row)).astype(q_bkrh.dtype)
+    d_q = jnp.einsum("bkrs,bksh->bkrh", d_scores, k_bksh).astype(q_bkrh.dtype)
+    d_k = jnp.einsum("bkrs,bkrh->bksh", d_scores, q_bkrh).astype(k_bksh.dtype)
+    d_v = jnp.einsum("bkrs,bkrh->bksh", probs.astype(d_out.dtype), d_out).astype(v_bksh.dtype)
+    return d_q, d_k, d_v, None
+
+
+_attend.defvjp(_attend_fwd, _attend_bwd)
+
+
 class RMSNorm(nnx.Module):
     """y = w * (x / sqrt(mean(x^2) + eps)), statistics in float32, result in the input dtype."""
 
@@ -121,12 +192,16 @@ class Projection(nnx.Module):
         self.lora_scale = 1.0
 
     def __call__(self, x: Float[Array, "*rest din"], *, lora: bool = True) -> Array:
-        y = x @ self.kernel[...]
+        # A 2-D [rows, din] @ [din, dout] product: XLA:CPU runs it (and the transposed products
+        # of its gradient) as plain matrix multiplies; a 3-D operand costs extra transposes.
+        kernel = self.kernel[...]
+        x2 = x.reshape(-1, x.shape[-1])
+        y = x2 @ kernel
         if self.bias is not None:
-            y = y + self.bias[...].reshape((1,) * (y.ndim - 1) + (-1,))
+            y = y + self.bias[...][None, :]
         if lora and self.lora is not None:
-            y = y + (self.lora_scale * self.lora(x)).astype(y.dtype)
-        return y
+            y = y + (self.lora_scale * self.lora(x2)).astype(y.dtype)
+        return y.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 class Attention(nnx.Module):
@@ -161,17 +236,19 @@ class Attention(nnx.Module):
             cv = jax.lax.dynamic_update_slice(cache.v, v[None].astype(cache.v.dtype), start)
             cache = KVCache(k=ck, v=cv)
             k, v = ck[layer], cv[layer]
-        groups = self.num_heads // self.num_kv_heads
-        q_btkgh = q.reshape(b, t, self.num_kv_heads, groups, self.head_dim)
-        scores_bkgts = jnp.einsum(
-            "btkgh,bskh->bkgts", q_btkgh, k, preferred_element_type=jnp.float32
-        ) * (self.head_dim**-0.5)
-        scores_bkgts = jnp.where(allowed[:, None, None], scores_bkgts, _NEG)
-        probs = jax.nn.softmax(scores_bkgts, axis=-1)
+        nk, hd = self.num_kv_heads, self.head_dim
+        groups = self.num_heads // nk
+        # Batched [b, kv_heads] matrix products with the query heads of a kv head stacked along
+        # the rows ([b, k, g * t, h] @ [b, k, h, s]): the layout XLA:CPU multiplies (and
+        # differentiates) fastest. The 1/sqrt(d) scale goes on q, not on the larger scores.
+        q_bkrh = (q * hd**-0.5).reshape(b, t, nk, groups, hd).transpose(0, 2, 3, 1, 4)
+        q_bkrh = q_bkrh.reshape(b, nk, groups * t, hd)
+        k_bksh, v_bksh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+        out_bkrh = _attend(q_bkrh, k_bksh, v_bksh, allowed, groups)
+        out_btkgh = out_bkrh.reshape(b, nk, groups, t, hd).transpose(0, 3, 1, 2, 4)
         # A query with no visible key (left padding) attends to nothing rather than uniformly.
-        probs = jnp.where(allowed.any(-1)[:, None, None, :, None], probs, 0.0).astype(v.dtype)
-        out_btkgh = jnp.einsum("bkgts,bskh->btkgh", probs, v)
-        out = out_btkgh.reshape(b, t, self.num_heads * self.head_dim)
+        out_btkgh = jnp.where(allowed.any(-1)[:, :, None, None, None], out_btkgh, 0.0)
+        out = out_btkgh.reshape(b, t, self.num_heads * hd)
         return self.o_proj(out, lora=lora), cache
 
 

@@ -63,8 +63,13 @@ def positions_from_mask(mask: Bool[Array, "batch tokens"]) -> Int[Array, "batch 
 
 
 def _num_chunks(vocab: int, chunk: int) -> tuple[int, int]:
-    chunk = min(chunk, vocab)
-    return chunk, -(-vocab // chunk)
+    """(chunk width, number of chunks): the fewest chunks of at most ``chunk`` columns, balanced.
+
+    Equal widths keep the shifted last window's overlap (masked, wasted columns) below the
+    number of chunks: vocabulary 7040 with ``chunk`` 4096 runs 2 x 3520, not 2 x 4096.
+    """
+    num = -(-vocab // min(chunk, vocab))
+    return -(-vocab // num), num
 
 
 def _chunk_logits(h: Array, w: Array, j: Array, chunk: int) -> tuple[Array, Array, Array]:
@@ -300,15 +305,25 @@ def completion_logprobs(
             [prompt_embeddings, model.embed(completion_tokens).astype(prompt_embeddings.dtype)],
             axis=1,
         )
-    logp = token_logprobs(
-        model,
-        tokens,
-        mask,
-        embeddings=embeddings,
+    prompt = prompt_tokens.shape[1]
+    if prompt == 0:
+        logp = token_logprobs(
+            model, tokens, mask, embeddings=embeddings, chunk_size=chunk_size, lora=lora
+        )
+        return logp[:, prompt:]
+    if embeddings is None:
+        embeddings = model.embed(tokens)
+    hidden, _ = model(embeddings, positions_from_mask(mask), kv_mask=mask, lora=lora)
+    # Only the states that predict completion tokens go through the vocabulary projection (the
+    # prompt's next-token log-probs would be computed and thrown away).
+    logp = chunked_token_logprobs(
+        hidden[:, prompt - 1 : -1],
+        model.unembedding(),
+        completion_tokens,
         chunk_size=chunk_size,
-        lora=lora,
     )
-    return logp[:, prompt_tokens.shape[1] :]
+    seen = jnp.cumsum(mask.astype(jnp.int32), axis=1)[:, prompt - 1 : -1] > 0
+    return jnp.where(completion_mask & seen, logp, 0.0)
 
 
 class YesNoScores(NamedTuple):
