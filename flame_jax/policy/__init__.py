@@ -38,6 +38,7 @@ from flame_jax.policy._model import (
 from flame_jax.policy._sampling import (
     Generation,
     SamplingConfig,
+    TokenGrammar,
     filter_logits,
     left_pad,
     make_generator,
@@ -89,6 +90,7 @@ __all__ = [
     "RopeScaling",
     "SamplingConfig",
     "SlotKind",
+    "TokenGrammar",
     "YesNoScores",
     "add_lora",
     "bake",

@@ -47,6 +47,7 @@ from flame_jax.policy._scoring import positions_from_mask
 __all__ = [
     "Generation",
     "SamplingConfig",
+    "TokenGrammar",
     "filter_logits",
     "left_pad",
     "make_generator",
@@ -265,9 +266,12 @@ def _decode(
     mask: Array,
     embeddings: Array,
     banned: Array,
+    token_class: Array,
+    class_allowed: Array,
     key: Array,
     lora: bool,
     config: SamplingConfig,
+    cache_sharding: Callable[[Any], Any] | None,
 ) -> tuple[Array, Array, Array]:
     model = nnx.merge(graphdef, state)
     batch, length = tokens.shape
@@ -275,6 +279,8 @@ def _decode(
     slots = length + new
     kv_mask = jnp.concatenate([mask, jnp.ones((batch, new), bool)], axis=1)
     cache = model.init_cache(batch, slots)
+    if cache_sharding is not None:
+        cache = jax.lax.with_sharding_constraint(cache, cache_sharding(cache))
     hidden, cache = model(
         embeddings,
         positions_from_mask(mask),
@@ -296,7 +302,11 @@ def _decode(
     def body(carry):
         step, cache, done, logits, out, logp_out, history, key, lengths = carry
         key, sub = jax.random.split(key)
-        token = sample_tokens(logits, key=sub, config=config, banned=banned)
+        prev = jnp.where(step == 0, tokens[:, -1], out[:, jnp.maximum(step - 1, 0)])
+        allowed = class_allowed[token_class[prev]]  # the grammar: what may follow ``prev``
+        token = sample_tokens(
+            jnp.where(allowed, logits, -jnp.inf), key=sub, config=config, banned=banned
+        )
         logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=1)
         token = jnp.where(done, config.pad_id, token)
         logp = jnp.where(done, 0.0, logp[:, 0])
@@ -340,6 +350,23 @@ def _decode(
     return out, logp_out, lengths
 
 
+class TokenGrammar(NamedTuple):
+    """A first-order token grammar for constrained decoding.
+
+    The token after ``t`` must satisfy ``allowed[token_class[t]]``. Classes keep it compact for a
+    large vocabulary: ``[vocab]`` ints plus ``[classes, vocab]`` bools, not ``[vocab, vocab]``.
+    Every class must allow at least one token that is not banned (e.g. EOS, or the rest of a
+    word), so that no row is left with nothing to sample.
+
+    Attributes:
+        token_class: int ``[vocab]``, the class of each token.
+        allowed: bool ``[classes, vocab]``, the tokens that may follow a token of each class.
+    """
+
+    token_class: np.ndarray
+    allowed: np.ndarray
+
+
 def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
     """Build ``generate(model, prompt_tokens, prompt_mask, *, key, ...) -> Generation``.
 
@@ -356,6 +383,13 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
         banned: optional ``[vocab]`` mask of tokens never sampled.
         prompt_embeddings: optional ``[batch, length, dim]`` fused prompt embeddings.
         lora: False decodes with the LoRA adapters off (the reference policy).
+        cache_sharding: optional hashable ``KVCache -> shardings`` (e.g.
+            ``flame_jax.train.CacheSharding(mesh)``) placing the KV cache. Without it, a model
+            with sharded parameters and a sharded prompt batch still decodes sharded: the
+            compiler propagates the inputs' shardings.
+        grammar: optional :class:`TokenGrammar`: a token may only follow the previous one
+            (the prompt's last token for the first) if the grammar allows it (constrained
+            decoding); the returned log-probs stay the unconstrained policy's.
 
     Examples:
         >>> make_generator(SamplingConfig(max_new_tokens=4, temperature=0)).compilations()
@@ -367,7 +401,7 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
         traces[0] += 1
         return _decode(*args)
 
-    decode = jax.jit(traced, static_argnums=(0, 7, 8))
+    decode = jax.jit(traced, static_argnums=(0, 9, 10, 11))
 
     def generate(
         model: Decoder,
@@ -378,6 +412,8 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
         banned: Bool[Array | np.ndarray, " vocab"] | None = None,
         prompt_embeddings: Float[Array, "batch length dim"] | None = None,
         lora: bool = True,
+        cache_sharding: Callable[[Any], Any] | None = None,
+        grammar: TokenGrammar | None = None,
     ) -> Generation:
         mask_np = np.asarray(prompt_mask, bool)
         if not mask_np.any(axis=1).all():
@@ -414,9 +450,27 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
         banned_arr = jnp.zeros((vocab,), bool) if banned is None else jnp.asarray(banned, bool)
         if banned_arr.shape != (vocab,):
             raise ValueError(f"generate: banned has shape {banned_arr.shape}, expected ({vocab},)")
+        if grammar is None:
+            grammar = TokenGrammar(np.zeros(vocab, np.int32), np.ones((1, vocab), bool))
+        if np.shape(grammar.token_class) != (vocab,) or np.shape(grammar.allowed)[1:] != (vocab,):
+            raise ValueError(
+                f"generate: grammar has shapes {np.shape(grammar.token_class)} and "
+                f"{np.shape(grammar.allowed)}, expected ({vocab},) and (classes, {vocab})"
+            )
         graphdef, state = nnx.split(model)
         out, logp, lengths = decode(
-            graphdef, state, tokens, mask, embeddings, banned_arr, key, bool(lora), config
+            graphdef,
+            state,
+            tokens,
+            mask,
+            embeddings,
+            banned_arr,
+            jnp.asarray(grammar.token_class, jnp.int32),
+            jnp.asarray(grammar.allowed, bool),
+            key,
+            bool(lora),
+            config,
+            cache_sharding,
         )
         return Generation(tokens=out[:batch], logprobs=logp[:batch], lengths=lengths[:batch])
 

@@ -1,5 +1,7 @@
 """KV-cache generator vs the plain forward; filters vs float64 NumPy; stopping, bans, buckets."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ from flax import nnx
 
 from flame_jax.policy._sampling import (
     SamplingConfig,
+    TokenGrammar,
     filter_logits,
     left_pad,
     make_generator,
@@ -181,6 +184,46 @@ def test_banned_tokens_are_never_sampled(model, sampler, greedy):
     g = greedy(model, tokens, mask, key=jax.random.key(0), banned=banned)
     assert g.tokens[0].tolist() == reference_greedy(model, PROMPTS[0], NEW, banned)
     assert greedy.compilations() == before  # the ban is an input, not a new program
+
+
+def reference_grammar_greedy(model, prompt, steps, grammar):
+    seq = list(prompt)
+    for _ in range(steps):
+        logp = full_logits(model, seq)[-1]
+        ok = grammar.allowed[grammar.token_class[seq[-1]]]
+        seq.append(int(np.argmax(np.where(ok, logp, -np.inf))))
+    return seq[len(prompt) :]
+
+
+def _random_grammar(vocab, classes, seed):
+    rng = np.random.default_rng(seed)
+    token_class = rng.integers(0, classes, vocab).astype(np.int32)
+    allowed = rng.random((classes, vocab)) < 0.3
+    allowed[:, 0] = True  # an always-allowed token, like EOS
+    return TokenGrammar(token_class, allowed)
+
+
+def test_grammar_constrains_every_step(model, sampler, greedy):
+    vocab = model.config.vocab_size
+    grammar = _random_grammar(vocab, 5, 0)
+    tokens, mask = left_pad(PROMPTS)
+    out = sampler(model, tokens, mask, key=jax.random.key(4), grammar=grammar)
+    for i, p in enumerate(PROMPTS):
+        seq = [p[-1], *np.asarray(out.tokens[i][: int(out.lengths[i])]).tolist()]
+        for prev, tok in itertools.pairwise(seq):
+            assert grammar.allowed[grammar.token_class[prev], tok]
+    g = greedy(model, tokens, mask, key=jax.random.key(0), grammar=grammar)
+    for i, p in enumerate(PROMPTS):
+        assert g.tokens[i].tolist() == reference_grammar_greedy(model, p, NEW, grammar)
+        # log-probs stay the unconstrained policy's (what GRPO's ratio needs)
+        want = g.tokens[i].tolist()
+        ref = [full_logits(model, p + want[:t])[-1][want[t]] for t in range(NEW)]
+        np.testing.assert_allclose(np.asarray(g.logprobs[i]), ref, atol=2e-5)
+    free = greedy(model, tokens, mask, key=jax.random.key(0))
+    assert free.tokens.tolist() != g.tokens.tolist()
+    with pytest.raises(ValueError, match="grammar has shapes"):
+        greedy(model, tokens, mask, key=jax.random.key(0), grammar=TokenGrammar(
+            np.zeros(3, np.int32), np.ones((1, 3), bool)))  # fmt: skip
 
 
 def test_eos_and_stop_sequences(model, greedy):
