@@ -30,6 +30,7 @@ from flame_jax.rl._episode import (
     parse_episode,
     split_steps,
 )
+from flame_jax.rl._grid import GridOutput, GridStats, ShapingGrid, make_grid_fn, shaping_grid
 from flame_jax.rl._losses import LossAux, grpo_loss, kl_divergence
 from flame_jax.rl._segmentation import segment_tokens, token_step_ids
 from flame_jax.rl._shaping import (
@@ -49,16 +50,20 @@ __all__ = [
     "DrugVocabulary",
     "Episode",
     "EpisodeArrays",
+    "GridOutput",
+    "GridStats",
     "LossAux",
     "LossConfig",
     "Potentials",
     "ShapedRewards",
     "ShapingConfig",
+    "ShapingGrid",
     "TrajectoryCounts",
     "group_advantages",
     "grpo_loss",
     "kl_divergence",
     "make_advantage_fn",
+    "make_grid_fn",
     "make_grpo_loss",
     "make_reward_fn",
     "normalize_drug_name",
@@ -67,6 +72,7 @@ __all__ = [
     "potentials",
     "segment_tokens",
     "shaped_rewards",
+    "shaping_grid",
     "split_steps",
     "step_group_advantages",
     "token_advantages",
