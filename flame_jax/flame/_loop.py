@@ -9,6 +9,14 @@ cut back to step ``k`` on resume.
 The trained parameters are the ``wrt`` filter's part of the module (``nnx.split``); the optimizer
 state is an optax state over them. One ``jax.jit`` per step does forward, loss, gradient and
 update.
+
+Sharded training: with a ``mesh`` (``flame_jax.train.make_mesh``), the trained parameters, the
+frozen rest of the module and the optimizer state are placed by ``flame_jax.train``'s partition
+rules, every batch has its leading axis split over ``data`` and ``fsdp``, and the jitted step
+keeps the parameters' and optimizer state's shardings (``out_shardings``) so that their buffers
+are donated in place. The module holds the sharded weights between steps, so rollouts drawn by
+``batch_fn`` run sharded too. Checkpoints are restored straight into the mesh's placement,
+whatever mesh wrote them.
 """
 
 import dataclasses
@@ -63,6 +71,7 @@ def run_loop(
     stop_after: int | None = None,
     progress: bool = True,
     desc: str = "train",
+    mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict[str, Any]]:
     """Trains ``module`` in place for ``config.steps`` updates, resuming from ``out/checkpoints``.
 
@@ -79,6 +88,7 @@ def run_loop(
         stop_after: stop after this step without a final checkpoint (a simulated kill; tests).
         progress: show a tqdm bar.
         desc: the bar's label.
+        mesh: run sharded on this mesh (None: the default device).
 
     Returns:
         The metric rows logged by this call.
@@ -90,6 +100,14 @@ def run_loop(
     schedule = make_schedule(config.optimizer)
     graphdef, params, rest = nnx.split(module, wrt, ...)
     opt_state = tx.init(params)
+    shardings = None
+    if mesh is not None:
+        from flame_jax.train._partition import shard_batch, shard_state, state_shardings
+
+        params, rest = shard_state(params, mesh), shard_state(rest, mesh)
+        nnx.update(module, params, rest)
+        opt_state = shard_state(opt_state, mesh)
+        shardings = (state_shardings(params, mesh), state_shardings(opt_state, mesh))
 
     def step_fn(params, opt_state, rest, batch):
         def f(p):
@@ -100,20 +118,28 @@ def run_loop(
         params = optax.apply_updates(params, updates)
         return params, opt_state, {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    jit_step = jax.jit(step_fn, donate_argnums=(0, 1))
+    if mesh is None:
+        jit_step = jax.jit(step_fn, donate_argnums=(0, 1))
+    else:
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        jit_step = jax.jit(step_fn, donate_argnums=(0, 1), out_shardings=(*shardings, replicated))
     start = 0
+    # Several processes (jax.distributed) share ``out``: process 0 owns metrics.jsonl.
+    index = jax.process_index()
+    log_name = "metrics.jsonl" if index == 0 else f"metrics.process{index}.jsonl"
+    progress = progress and index == 0
     with Checkpointer(out / "checkpoints") as ckpt:
         if resume and ckpt.latest_step() is not None:
-            start, tree, saved = ckpt.restore((params, opt_state))
+            start, tree, saved = ckpt.restore((params, opt_state), shardings=shardings)
             if saved.get("record") != record:
                 raise ValueError(
                     f"{out}: the checkpoint was written by another configuration; "
                     "use a new folder or --overwrite"
                 )
-            params, opt_state = jax.tree.map(jax.numpy.asarray, tree)
-            log = MetricsLog.open(out / "metrics.jsonl", resume_step=start)
+            params, opt_state = tree if mesh is not None else jax.tree.map(jax.numpy.asarray, tree)
+            log = MetricsLog.open(out / log_name, resume_step=start)
         else:
-            log = MetricsLog.open(out / "metrics.jsonl")
+            log = MetricsLog.open(out / log_name)
         rows = []
         last = config.steps if stop_after is None else min(config.steps, int(stop_after))
         bar = tqdm(total=config.steps, initial=start, desc=desc, disable=not progress)
@@ -121,6 +147,8 @@ def run_loop(
             nnx.update(module, params)
             t0 = time.perf_counter()
             batch, host = batch_fn(step, module)
+            if mesh is not None:
+                batch = shard_batch(batch, mesh)
             params, opt_state, aux = jit_step(params, opt_state, rest, batch)
             aux = jax.device_get(aux)
             seconds = time.perf_counter() - t0

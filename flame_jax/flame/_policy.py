@@ -194,8 +194,19 @@ def _flat(state) -> dict[str, np.ndarray]:
 
 
 def save_policy(policy: FlamePolicy, path: str | os.PathLike) -> Path:
-    """Writes every state array of ``policy`` to one ``.npz`` keyed by its state path."""
-    return write_npz_atomic(Path(path), _flat(nnx.state(policy)))
+    """Writes every state array of ``policy`` to one ``.npz`` keyed by its state path.
+
+    Under ``jax.distributed`` the arrays may span hosts: every process gathers them
+    (``process_allgather``, a collective: call it on every process) and process 0 alone writes.
+    """
+    state = nnx.state(policy)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        state = multihost_utils.process_allgather(state, tiled=True)
+        if jax.process_index() != 0:
+            return Path(path)
+    return write_npz_atomic(Path(path), _flat(state))
 
 
 def load_policy(policy: FlamePolicy, path: str | os.PathLike) -> FlamePolicy:

@@ -58,8 +58,12 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int | np.integer, state: Any, record: dict[str, Any]) -> None:
-        """Writes the checkpoint of ``step`` and waits until it is on disk."""
-        state = jax.tree.map(np.asarray, state)
+        """Writes the checkpoint of ``step`` and waits until it is on disk.
+
+        Arrays that span several processes (``jax.distributed``) are written by Orbax shard by
+        shard, every process its own; all processes must call ``save`` together.
+        """
+        state = jax.tree.map(_to_saveable, state)
         self._manager.save(
             int(step),
             args=ocp.args.Composite(
@@ -69,12 +73,17 @@ class Checkpointer:
         )
         self._manager.wait_until_finished()
 
-    def restore(self, like: Any, *, step: int | None = None) -> tuple[int, Any, dict[str, Any]]:
+    def restore(
+        self, like: Any, *, step: int | None = None, shardings: Any = None
+    ) -> tuple[int, Any, dict[str, Any]]:
         """Restores ``(step, state, record)``; ``state`` takes the structure of ``like``.
 
         Args:
             like: a tree of arrays (or ``jax.ShapeDtypeStruct``) of the expected structure.
             step: which checkpoint; None takes the latest.
+            shardings: None (host arrays), or a tree like ``like`` of ``jax.sharding.Sharding``:
+                each array is read straight into that placement, whatever mesh it was saved
+                from (e.g. ``flame_jax.train.state_shardings(like, mesh)``).
 
         Raises:
             FileNotFoundError: there is no checkpoint.
@@ -86,6 +95,12 @@ class Checkpointer:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), np.dtype(x.dtype)), like
         )
+        if shardings is not None:
+            abstract = jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                abstract,
+                shardings,
+            )
         try:
             out = self._manager.restore(
                 step,
@@ -104,3 +119,10 @@ class Checkpointer:
                     f"{np.shape(got)} where this run has {want.shape}"
                 )
         return step, out.state, dict(out.record)
+
+
+def _to_saveable(x: Any) -> Any:
+    # Host copies, except arrays other processes hold parts of: Orbax writes those per shard.
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x
+    return np.asarray(x)
