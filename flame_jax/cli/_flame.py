@@ -32,6 +32,12 @@ def _config(args: argparse.Namespace):
         import dataclasses
 
         config = dataclasses.replace(config, seed=args.seed)
+    if getattr(args, "mesh", None) is not None:
+        import dataclasses
+
+        from flame_jax.train import MeshConfig
+
+        config = dataclasses.replace(config, mesh=MeshConfig.parse(args.mesh))
     return config
 
 
@@ -47,7 +53,11 @@ def _prepare(args: argparse.Namespace) -> Path:
 def _cmd_stages(stages: tuple[str, ...]):
     def cmd(args: argparse.Namespace) -> int:
         from flame_jax.flame import run_pipeline
+        from flame_jax.train import initialize_distributed
 
+        # Joins a multi-process run when the environment describes one (SLURM, a TPU pod
+        # slice, FLAME_JAX_COORDINATOR/NUM_PROCESSES/PROCESS_ID); a no-op otherwise.
+        initialize_distributed()
         out = _prepare(args)
         table, summary = run_pipeline(_config(args), out, stages=stages, progress=not args.quiet)
         if table is not None:
@@ -72,6 +82,12 @@ def _common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
     p.add_argument("--out", required=True, type=Path, help="the run folder")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if config:
+        p.add_argument(
+            "--mesh",
+            metavar="AXES",
+            help="train sharded on a device mesh, e.g. 'data=2,fsdp=2,tp=2' (-1: the rest)",
+        )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,8 @@ Commands:
   flame-jax data synth --out DIR [--seed S --patients N --drugs M ...]
   flame-jax data stats DIR [--json]
   flame-jax eval reference --data DIR [--truth DIR --split test --rounds 10 --out DIR]
-  flame-jax demo [--out DIR --overwrite]
+  flame-jax demo [--out DIR --overwrite --strict]
+  flame-jax sweep CONFIG [--out DIR --overwrite --dry-run]
 """
 
 import argparse
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from flame_jax.cli import _baselines, _consensus, _flame, _ingest
+from flame_jax.cli import _baselines, _consensus, _flame, _ingest, _sweep
 
 __all__ = ["main"]
 
@@ -169,33 +170,13 @@ def cmd_eval_reference(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    _print(f"[1/2] generating the default synthetic cohort in {out}/cohort")
-    synth_args = argparse.Namespace(
-        out=out / "cohort",
-        config=None,
-        seed=args.seed,
-        patients=args.patients,
-        drugs=None,
-        diag_codes=None,
-        proc_codes=None,
-        max_visits=None,
-        overwrite=args.overwrite,
-        quiet=False,
+    """The whole FLAME pipeline on the built-in synthetic cohort (``flame_jax.flame.run_demo``)."""
+    from flame_jax.flame import run_demo
+
+    _, summary = run_demo(
+        Path(args.out), overwrite=args.overwrite, seed=args.seed, progress=not args.quiet
     )
-    cohort = _synth(synth_args)
-    _print(_format_stats(cohort.dataset.statistics()))
-    _print("[2/2] evaluating the reference recommenders on the test split")
-    _, table = evaluate_references(
-        out / "cohort" / "dataset",
-        out / "cohort" / "truth",
-        out / "reference",
-        seed=args.seed or 0,
-        overwrite=args.overwrite,
-    )
-    _print(table)
-    _print(f"wrote {out}/reference/metrics.json, metrics.md, metrics.png")
-    return 0
+    return 0 if all(summary["checks"].values()) or not args.strict else 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,12 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
     _baselines.register(sub)  # baseline train, baseline eval, baseline export
     _consensus.register(sub)  # consensus vignettes, consensus run, serve
     _flame.register(sub)  # flame prepare / cls / sft / grpo / evaluate / run
+    _sweep.register(sub)
 
-    demo = sub.add_parser("demo", help="the default demo on the built-in synthetic data")
+    demo = sub.add_parser(
+        "demo", help="FLAME end to end on the built-in synthetic cohort (what make demo runs)"
+    )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
-    demo.add_argument("--seed", type=int, default=None)
-    demo.add_argument("--patients", type=int, default=None)
+    demo.add_argument("--seed", type=int, default=None, help="override the root seed (0)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo run")
+    demo.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 unless GRPO beat pi_cls on Jaccard and the larger lambda lowered the DDI rate",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -7,7 +7,13 @@ References:
 
 from flame_jax.flame._cls import ClsData, cls_batch, cls_data, cls_loss, score_visits
 from flame_jax.flame._demo import demo_checks, run_demo
-from flame_jax.flame._edit_tasks import EditTask, ErrorProfile, error_profile, synthesize_edit_tasks
+from flame_jax.flame._edit_tasks import (
+    EditTask,
+    ErrorProfile,
+    error_profile,
+    synthesize_edit_tasks,
+    with_candidates,
+)
 from flame_jax.flame._encode import (
     SLOT_TOKENS,
     Encoded,
@@ -19,7 +25,13 @@ from flame_jax.flame._encode import (
     visit_drug_refs,
 )
 from flame_jax.flame._evaluate import final_sets, greedy_edits, greedy_generator
-from flame_jax.flame._grpo import banned_tokens, grpo_loss_fn, make_rollout, parse_completions
+from flame_jax.flame._grpo import (
+    banned_tokens,
+    edit_grammar,
+    grpo_loss_fn,
+    make_rollout,
+    parse_completions,
+)
 from flame_jax.flame._knowledge import (
     TABLE_NAMES,
     knowledge_tables,
@@ -57,15 +69,35 @@ from flame_jax.flame._prompts import (
     render_list_prompt,
 )
 from flame_jax.flame._sft import ListExamples, list_examples, sft_batch, sft_loss
+from flame_jax.flame._sweep import (
+    SWEEP_PRESETS,
+    ConsensusSweepConfig,
+    SweepConfig,
+    SweepRun,
+    SweepTables,
+    assign_runs,
+    consensus_sweep,
+    expand_sweep,
+    format_results_markdown,
+    gather_sweep,
+    load_sweep_config,
+    resolve_base,
+    rollout_statistics,
+    run_consensus_sweep,
+    run_sweep,
+    save_frontier_plot,
+)
 
 __all__ = [
     "PLACEHOLDERS",
     "SLOT_KINDS",
     "SLOT_TOKENS",
     "STAGES",
+    "SWEEP_PRESETS",
     "TABLE_NAMES",
     "BaselineStage",
     "ClsData",
+    "ConsensusSweepConfig",
     "EditTask",
     "Encoded",
     "ErrorProfile",
@@ -79,6 +111,10 @@ __all__ = [
     "Prompt",
     "PromptConfig",
     "PromptEncoder",
+    "SweepConfig",
+    "SweepRun",
+    "SweepTables",
+    "assign_runs",
     "banned_tokens",
     "bucket",
     "build_policy",
@@ -86,9 +122,14 @@ __all__ = [
     "cls_data",
     "cls_loss",
     "cls_target",
+    "consensus_sweep",
     "demo_checks",
+    "edit_grammar",
     "error_profile",
+    "expand_sweep",
     "final_sets",
+    "format_results_markdown",
+    "gather_sweep",
     "greedy_edits",
     "greedy_generator",
     "grpo_loss_fn",
@@ -96,6 +137,7 @@ __all__ = [
     "list_examples",
     "list_target",
     "load_policy",
+    "load_sweep_config",
     "load_tables",
     "make_rollout",
     "pad_prompts",
@@ -105,9 +147,14 @@ __all__ = [
     "render_cls_prompt",
     "render_list_prompt",
     "resize_vocabulary",
+    "resolve_base",
+    "rollout_statistics",
+    "run_consensus_sweep",
     "run_demo",
     "run_loop",
     "run_pipeline",
+    "run_sweep",
+    "save_frontier_plot",
     "save_policy",
     "save_tables",
     "save_tradeoff_plot",
@@ -118,4 +165,5 @@ __all__ = [
     "synthesize_edit_tasks",
     "to_knowledge_tables",
     "visit_drug_refs",
+    "with_candidates",
 ]

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from jaxtyping import Bool
 
-__all__ = ["EditTask", "ErrorProfile", "error_profile", "synthesize_edit_tasks"]
+__all__ = ["EditTask", "ErrorProfile", "error_profile", "synthesize_edit_tasks", "with_candidates"]
 
 
 class ErrorProfile(NamedTuple):
@@ -92,12 +92,15 @@ class EditTask:
         pre_list: P0, sorted drug indices.
         add: the drugs the "add" task should write (missed by P0), sorted.
         remove: the drugs the "remove" task should write (extra in P0), sorted.
+        candidates: drugs outside P0 that the "add" prompt lists (``PromptConfig.candidates``),
+            best first; empty for the paper's prompt.
     """
 
     row: int
     pre_list: tuple[int, ...]
     add: tuple[int, ...]
     remove: tuple[int, ...]
+    candidates: tuple[int, ...] = ()
 
 
 def _counts_by_size(profile: ErrorProfile) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -192,3 +195,39 @@ def _weighted_subset(
         return np.zeros(0, np.int64)
     p = weights[pool]
     return rng.choice(pool, size=k, replace=False, p=p / p.sum())
+
+
+def with_candidates(tasks: Sequence[EditTask], scores: np.ndarray, k: int) -> list[EditTask]:
+    """Gives each task the ``k`` best-scored drugs outside its P0 as "add" candidates.
+
+    The "add" target keeps only the missed drugs among the candidates (the prompt offers no
+    other drug to add); ``k == 0`` returns the tasks unchanged (the paper's prompt).
+
+    Args:
+        tasks: edit tasks.
+        scores: float ``[visits, meds]``, e.g. pi_cls's p(Yes) of every visit; ties go to the
+            lower drug index.
+        k: candidates per task, ``>= 0``.
+
+    Returns:
+        The tasks with ``candidates`` (best first) and the restricted ``add``.
+
+    Examples:
+        >>> import numpy as np
+        >>> t = EditTask(row=0, pre_list=(1,), add=(0, 3), remove=())
+        >>> with_candidates([t], np.array([[0.1, 0.9, 0.2, 0.4]]), 2)[0]
+        EditTask(row=0, pre_list=(1,), add=(3,), remove=(), candidates=(3, 2))
+    """
+    if isinstance(k, bool) or int(k) != k or k < 0:
+        raise ValueError(f"k must be an int >= 0, got {k!r}")
+    if k == 0:
+        return list(tasks)
+    out = []
+    for t in tasks:
+        s = np.asarray(scores[t.row], np.float64).copy()
+        s[list(t.pre_list)] = -np.inf
+        order = np.argsort(-s, kind="stable")
+        cands = tuple(int(d) for d in order[: int(k)] if np.isfinite(s[d]))
+        add = tuple(d for d in t.add if d in cands)
+        out.append(dataclasses.replace(t, add=add, candidates=cands))
+    return out

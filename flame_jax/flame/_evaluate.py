@@ -18,7 +18,7 @@ from flame_jax.flame._grpo import _embed, banned_tokens, parse_completions
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._sft import ListExamples
 from flame_jax.policy._fusion import KnowledgeTables
-from flame_jax.policy._sampling import SamplingConfig, make_generator
+from flame_jax.policy._sampling import SamplingConfig, TokenGrammar, make_generator
 from flame_jax.rl import DrugVocabulary
 
 __all__ = ["final_sets", "greedy_edits", "greedy_generator"]
@@ -47,11 +47,13 @@ def greedy_edits(
     *,
     batch_size: int = 64,
     generate=None,
+    grammar: TokenGrammar | None = None,
 ) -> list[frozenset[int]]:
     """The final state of every example's greedy episode (same order as ``examples``).
 
     ``generate``: a greedy generator from an earlier call (``greedy_generator``) to reuse its
-    compiled programs; None builds one.
+    compiled programs; None builds one. ``grammar``: optional constrained decoding
+    (``edit_grammar``).
     """
     n = examples.prompts.tokens.shape[0]
     if generate is None:
@@ -73,6 +75,7 @@ def greedy_edits(
             key=jax.random.key(0),
             banned=banned,
             prompt_embeddings=emb,
+            grammar=grammar,
         )
         episodes, _, _ = parse_completions(
             encoder,

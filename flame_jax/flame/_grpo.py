@@ -23,7 +23,7 @@ from flame_jax.flame._encode import PromptEncoder
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._sft import ListExamples
 from flame_jax.policy._fusion import KnowledgeTables
-from flame_jax.policy._sampling import SamplingConfig, make_generator
+from flame_jax.policy._sampling import SamplingConfig, TokenGrammar, make_generator
 from flame_jax.policy._scoring import completion_logprobs
 from flame_jax.rl import (
     AdvantageConfig,
@@ -39,7 +39,13 @@ from flame_jax.rl import (
     segment_tokens,
 )
 
-__all__ = ["banned_tokens", "grpo_loss_fn", "make_rollout", "parse_completions"]
+__all__ = [
+    "banned_tokens",
+    "edit_grammar",
+    "grpo_loss_fn",
+    "make_rollout",
+    "parse_completions",
+]
 
 
 def banned_tokens(encoder: PromptEncoder, vocab_size: int) -> np.ndarray:
@@ -48,6 +54,47 @@ def banned_tokens(encoder: PromptEncoder, vocab_size: int) -> np.ndarray:
     banned[len(encoder.tokenizer) :] = True
     banned[[encoder.pad_id, encoder.bos_id, *encoder.slot_ids.values()]] = True
     return banned
+
+
+def edit_grammar(
+    encoder: PromptEncoder, vocabulary: DrugVocabulary, vocab_size: int
+) -> TokenGrammar:
+    """The line grammar of a list-editing completion, for constrained decoding.
+
+    A line is one drug name (or synonym) of the vocabulary followed by a newline; EOS may come at
+    a line start or right after a name. Tokens outside every name, the newline and EOS are never
+    generated (``FlameConfig.constrain_edits``). The grammar is first-order (the next token
+    depends on the previous one), so two multi-token names that share a token could still be
+    spliced into a line that names no drug: an invalid step, as without constraints.
+
+    Returns:
+        A :class:`~flame_jax.policy.TokenGrammar`; class 0 is "line start" (also the class of
+        the newline, of the prompt's last token and of every token outside the names).
+    """
+    names = sorted({*vocabulary.names, *vocabulary.synonyms})
+    newline = encoder.text_ids("\n")
+    if len(newline) != 1:
+        raise ValueError(f"the tokenizer splits a newline into {len(newline)} tokens")
+    eos, nl = encoder.eos_id, newline[0]
+    start = np.zeros(vocab_size, bool)
+    start[eos] = True
+    follow: dict[int, set[int]] = {}
+    for name in names:
+        ids = encoder.text_ids(name)
+        start[ids[0]] = True
+        for a, b in zip(ids, [*ids[1:], None], strict=True):
+            follow.setdefault(a, set()).update({b} if b is not None else {nl, eos})
+    rows, token_class = [start], np.zeros(vocab_size, np.int32)
+    index: dict[frozenset[int], int] = {}
+    for token, nxt in sorted(follow.items()):
+        key = frozenset(nxt)
+        if key not in index:
+            index[key] = len(rows)
+            row = np.zeros(vocab_size, bool)
+            row[sorted(key)] = True
+            rows.append(row)
+        token_class[token] = index[key]
+    return TokenGrammar(token_class, np.stack(rows))
 
 
 def parse_completions(
@@ -83,8 +130,13 @@ def make_rollout(
     temperature: float,
     seed: int,
     vocab_size: int,
+    grammar: TokenGrammar | None = None,
 ):
-    """``batch_fn(step, policy) -> (device batch, host metrics)`` drawing GRPO rollouts."""
+    """``batch_fn(step, policy) -> (device batch, host metrics)`` drawing GRPO rollouts.
+
+    ``grammar``: optional constrained decoding (:func:`edit_grammar`); the old log-probs stay the
+    unconstrained policy's.
+    """
     n, lp = examples.prompts.tokens.shape
     lc = examples.targets.shape[1]
     num_meds = truth.shape[1]
@@ -110,7 +162,15 @@ def make_rollout(
             graphdef, state, jnp.asarray(tokens), jnp.asarray(kind), jnp.asarray(ref), tables
         )
         key = jax.random.fold_in(jax.random.key(int(seed)), int(step))
-        gen = generate(policy.decoder, tokens, mask, key=key, banned=banned, prompt_embeddings=emb)
+        gen = generate(
+            policy.decoder,
+            tokens,
+            mask,
+            key=key,
+            banned=banned,
+            prompt_embeddings=emb,
+            grammar=grammar,
+        )
         ctok, logp, lengths = (np.asarray(x) for x in gen)
         tasks = [examples.tasks[i] for i in rep]
         initial = [examples.initial[i] for i in rep]

@@ -41,7 +41,7 @@ from flame_jax.flame._policy import PolicyConfig
 from flame_jax.flame._prompts import PromptConfig
 from flame_jax.policy import LoraConfig
 from flame_jax.rl import AdvantageConfig, LossConfig, ShapingConfig
-from flame_jax.train import OptimizerConfig
+from flame_jax.train import MeshConfig, OptimizerConfig
 
 __all__ = [
     "STAGES",
@@ -86,8 +86,9 @@ class GrpoStage:
         temperature: sampling temperature of the rollouts.
         tasks: synthetic edit tasks to draw the prompts from (x2: add and remove).
         prompts: "synthetic": P0 from seeded errors following pi_cls's profile (the original);
-            "cls": P0 = pi_cls's own predictions on the train visits (the test-time input
-            distribution; ``tasks`` is then unused).
+            "cls": P0 = pi_cls's own predictions on the train visits it did not train on
+            (``FlameConfig.list_holdout``; the test-time input distribution; ``tasks`` is then
+            unused).
         lora: the adapters trained by GRPO (the reference policy is the model without them).
         lambdas: the DDI weights of the sweep (one run each; the first is the table's
             "pi_list after GRPO").
@@ -104,7 +105,7 @@ class GrpoStage:
             batch_size=8,
             checkpoint_every=25,
             optimizer=OptimizerConfig(
-                learning_rate=1e-4, schedule="cosine", warmup_steps=5, total_steps=100
+                learning_rate=1e-3, schedule="cosine", warmup_steps=5, total_steps=100
             ),
         )
     )
@@ -186,11 +187,30 @@ class FlameConfig:
         stage_lora: adapters of pi_cls and SFT in "lora" mode.
         cls: pi_cls training; ``batch_size`` counts visits (each with every drug).
         threshold: P0 = drugs with p_yes > threshold.
+        list_holdout: fraction of the train patients that pi_cls does not train on; pi_list's SFT
+            error profile and tasks and its GRPO prompts are built on them, so that pi_list learns
+            to repair pi_cls's errors on visits pi_cls has not seen -- the errors it makes at test
+            time (on its own train visits pi_cls is far more accurate, and edits learned there
+            do not transfer). 0 uses all train visits for every stage (the original).
         sft: pi_list SFT training.
         sft_tasks: synthetic edit tasks for SFT (x2 examples: add and remove).
+        constrain_edits: list-editing generation (GRPO rollouts and evaluation) may only write
+            whole drug names, one per line, and EOS (``flame_jax.flame.edit_grammar``); off: any
+            token (the original). A model trained from scratch otherwise spends its GRPO
+            samples on free text that names no drug (measured: about one invalid line per
+            completion after SFT).
+        sft_prompts: "synthetic": SFT on ``sft_tasks`` seeded error injections that follow
+            pi_cls's error profile (the original); "cls": SFT on pi_cls's real predictions for
+            the held-out train visits (``list_holdout``), the targets being its real misses
+            (among the candidates) and extras. A model trained from scratch learns from the
+            injected errors (drawn by drug frequency, not by pi_cls's doubt) edits that do not
+            transfer to pi_cls's real mistakes (README, FLAME section).
         grpo: step-wise GRPO.
         eval_rounds: bootstrap rounds of the table.
         eval_batch: generation batch of the evaluation.
+        mesh: run the training stages sharded on a ``data`` x ``fsdp`` x ``tp`` device mesh
+            (``flame_jax.train.MeshConfig``); None: one device. Not part of a stage's
+            checkpoint record, so a run may resume on another mesh shape.
     """
 
     seed: int = 0
@@ -199,7 +219,9 @@ class FlameConfig:
     synthetic: SyntheticConfig = dataclasses.field(default_factory=lambda: SyntheticConfig())
     baselines: BaselineStage = dataclasses.field(default_factory=lambda: BaselineStage())
     prompt: PromptConfig = dataclasses.field(
-        default_factory=lambda: PromptConfig(history=False, max_codes=4, code_names=False)
+        default_factory=lambda: PromptConfig(
+            history=False, max_codes=4, code_names=False, candidates=3, interaction_notes=True
+        )
     )
     policy: PolicyConfig = dataclasses.field(default_factory=lambda: PolicyConfig())
     evidence: bool = True
@@ -209,27 +231,31 @@ class FlameConfig:
     )
     cls: LoopConfig = dataclasses.field(
         default_factory=lambda: LoopConfig(
-            steps=200,
+            steps=150,
             batch_size=16,
             optimizer=OptimizerConfig(
-                learning_rate=3e-3, schedule="cosine", warmup_steps=20, total_steps=200
+                learning_rate=3e-3, schedule="cosine", warmup_steps=15, total_steps=150
             ),
         )
     )
     threshold: float = 0.5
+    list_holdout: float = 0.4
     sft: LoopConfig = dataclasses.field(
         default_factory=lambda: LoopConfig(
-            steps=250,
+            steps=60,
             batch_size=32,
             optimizer=OptimizerConfig(
-                learning_rate=2e-3, schedule="cosine", warmup_steps=20, total_steps=250
+                learning_rate=2e-3, schedule="cosine", warmup_steps=6, total_steps=60
             ),
         )
     )
     sft_tasks: int = 2000
+    sft_prompts: str = "cls"
+    constrain_edits: bool = True
     grpo: GrpoStage = dataclasses.field(default_factory=lambda: GrpoStage())
     eval_rounds: int = 10
     eval_batch: int = 64
+    mesh: MeshConfig | None = None
 
     def __post_init__(self):
         if self.train_mode not in ("full", "lora"):
@@ -238,6 +264,12 @@ class FlameConfig:
             )
         if not 0 < self.threshold < 1:
             raise ValueError(f"FlameConfig.threshold must be in (0, 1), got {self.threshold}")
+        if self.sft_prompts not in ("synthetic", "cls"):
+            raise ValueError(
+                f"FlameConfig.sft_prompts must be 'synthetic' or 'cls', got {self.sft_prompts!r}"
+            )
+        if not 0 <= self.list_holdout < 1:
+            raise ValueError(f"FlameConfig.list_holdout must be in [0, 1), got {self.list_holdout}")
         if self.sft_tasks < 1 or self.eval_rounds < 1 or self.eval_batch < 1:
             raise ValueError(
                 "FlameConfig: sft_tasks, eval_rounds and eval_batch must be >= 1, got "
@@ -322,6 +354,17 @@ class _Run:
         self.generators: dict[tuple[int, int], Any] = {}
 
     # -- pieces ---------------------------------------------------------------------------------
+    @property
+    def mesh(self):
+        """The device mesh of ``config.mesh`` (None: one device), built once."""
+        if self.config.mesh is None:
+            return None
+        if getattr(self, "_mesh", None) is None:
+            from flame_jax.train import make_mesh
+
+            self._mesh = make_mesh(self.config.mesh)
+        return self._mesh
+
     def tables(self) -> dict[str, np.ndarray] | None:
         from flame_jax.flame._knowledge import load_tables
 
@@ -347,6 +390,24 @@ class _Run:
 
         p = build_policy(self.config.policy, encoder.tokenizer, tables, seed=self.config.seed)
         return load_policy(p, load) if load is not None else p
+
+
+def train_parts(run: _Run) -> tuple[np.ndarray, np.ndarray]:
+    """``(cls_rows, list_rows)``: the train visits of pi_cls and those of pi_list's stages.
+
+    ``list_holdout`` of the train patients (seeded, whole patients) go to pi_list; with
+    ``list_holdout == 0`` both parts are the whole train split.
+    """
+    train = run.dataset.split_rows("train")
+    frac = run.config.list_holdout
+    if frac == 0:
+        return train, train
+    patients = np.unique(run.dataset.visits.patient_id[train])
+    rng = np.random.default_rng([run.config.seed, 11])
+    k = min(max(round(frac * len(patients)), 1), len(patients) - 1)
+    held = rng.choice(patients, size=k, replace=False)
+    in_list = np.isin(run.dataset.visits.patient_id[train], held)
+    return train[~in_list], train[in_list]
 
 
 def _rounded(x: float) -> str:
@@ -431,9 +492,12 @@ def _stage_tokenizer(run: _Run) -> None:
     ds = run.dataset
     words = list(ds.med_vocab.titles) + list(ds.diag_vocab.titles) + list(ds.proc_vocab.titles)
     words += [s for syn in (ds.med_vocab.synonyms or ()) for s in syn]
+    full = PromptConfig(candidates=1, interaction_notes=True)
     samples = [render_cls_prompt(ds, 0, 0).text] + [
-        render_list_prompt(ds, 0, [0], task).text for task in ("add", "remove")
+        render_list_prompt(ds, 0, [0], task, config=full, candidates=[1]).text
+        for task in ("add", "remove")
     ]
+    words += ["(interacts", "with", "interacts"]
     for text in samples:
         for token in ENTITY_TOKENS:
             text = text.replace(token, " ")
@@ -511,7 +575,7 @@ def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
         add_lora(policy.decoder, c.stage_lora, rngs=nnx.Rngs(c.seed + 1))
     data = cls_data(run.dataset, enc, config=c.prompt, previous=run.previous, evidence=c.evidence)
     kt = to_knowledge_tables(tables)
-    train = run.dataset.split_rows("train")
+    train, list_rows = train_parts(run)
 
     def batch_fn(step, _policy):
         rng = np.random.default_rng([c.seed, 1, step])
@@ -520,7 +584,7 @@ def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
         tokens = int(data.prefixes.mask[rows].sum() + len(rows) * data.suffix[1].sum())
         return b, {"tokens": tokens}
 
-    record = _record(run, "cls", (c.cls, c.prompt, c.policy, c.train_mode))
+    record = _record(run, "cls", (c.cls, c.prompt, c.policy, c.train_mode, c.list_holdout))
     run_loop(
         policy,
         wrt=_trainable(c.train_mode),
@@ -532,6 +596,7 @@ def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
         stop_after=stop_after,
         progress=run.progress,
         desc="pi_cls",
+        mesh=run.mesh,
     )
     if stop_after is not None and stop_after < c.cls.steps:
         return
@@ -541,7 +606,7 @@ def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
         policy, data, np.arange(len(run.dataset.visits)), kt, yes_id=enc.yes_id, no_id=enc.no_id
     )
     pred = p_yes > c.threshold
-    prof = error_profile(pred[train], run.truth[train])
+    prof = error_profile(pred[list_rows], run.truth[list_rows])
     write_json_atomic(folder / "error_profile.json", prof.to_json())
     write_npz_atomic(folder / "scores.npz", {"p_yes": p_yes.astype(np.float32)})
     del jnp
@@ -557,12 +622,21 @@ def _tasks(run: _Run, samples: int, seed_offset: int):
     from flame_jax.flame._edit_tasks import error_profile, synthesize_edit_tasks
 
     _, pred = _p0(run)
-    train = run.dataset.split_rows("train")
+    _, train = train_parts(run)
     prof = error_profile(pred[train], run.truth[train])
     sets = [np.flatnonzero(run.truth[r]) for r in train]
-    return synthesize_edit_tasks(
+    tasks = synthesize_edit_tasks(
         prof, sets, train, samples=samples, seed=run.config.seed + seed_offset
     )
+    return _candidates(run, tasks)
+
+
+def _candidates(run: _Run, tasks):
+    """``tasks`` with pi_cls's best-scored drugs outside P0 as "add" candidates (if configured)."""
+    from flame_jax.flame._edit_tasks import with_candidates
+
+    p_yes, _ = _p0(run)
+    return with_candidates(tasks, p_yes, run.config.prompt.candidates)
 
 
 def _cls_tasks(run: _Run, rows: np.ndarray):
@@ -574,11 +648,11 @@ def _cls_tasks(run: _Run, rows: np.ndarray):
     def ids(x):
         return tuple(int(d) for d in np.flatnonzero(x))
 
-    return [
+    return _candidates(run, [
         EditTask(row=int(r), pre_list=ids(pred[r]), add=ids(run.truth[r] & ~pred[r]),
                  remove=ids(pred[r] & ~run.truth[r]))
         for r in rows
-    ]  # fmt: skip
+    ])  # fmt: skip
 
 
 def _list_buckets(run: _Run, enc) -> tuple[int, int]:
@@ -633,7 +707,11 @@ def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
     policy = run.policy(enc, tables, run.out / "cls" / "policy.npz")
     if c.train_mode == "lora":
         add_lora(policy.decoder, c.stage_lora, rngs=nnx.Rngs(c.seed + 2))
-    ex = _list_examples(run, enc, _tasks(run, c.sft_tasks, 100))
+    if c.sft_prompts == "cls":
+        tasks = _cls_tasks(run, train_parts(run)[1])
+    else:
+        tasks = _tasks(run, c.sft_tasks, 100)
+    ex = _list_examples(run, enc, tasks)
     kt = to_knowledge_tables(tables)
 
     def batch_fn(step, _policy):
@@ -642,7 +720,11 @@ def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
         tokens = int(ex.prompts.mask[idx].sum() + ex.target_mask[idx].sum())
         return sft_batch(ex, idx, kt), {"tokens": tokens}
 
-    record = _record(run, "sft", (c.sft, c.sft_tasks, c.prompt, c.train_mode))
+    record = _record(
+        run,
+        "sft",
+        (c.sft, c.sft_tasks, c.sft_prompts, c.prompt, c.train_mode, c.list_holdout),
+    )
     run_loop(
         policy,
         wrt=_trainable(c.train_mode),
@@ -654,6 +736,7 @@ def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
         stop_after=stop_after,
         progress=run.progress,
         desc="pi_list SFT",
+        mesh=run.mesh,
     )
     if stop_after is not None and stop_after < c.sft.steps:
         return
@@ -677,7 +760,7 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     policy = run.policy(enc, tables, run.out / "sft" / "policy.npz")
     add_lora(policy.decoder, g.lora, rngs=nnx.Rngs(c.seed + 3))
     if g.prompts == "cls":
-        tasks = _cls_tasks(run, run.dataset.split_rows("train"))
+        tasks = _cls_tasks(run, train_parts(run)[1])
     else:
         tasks = _tasks(run, g.tasks, 200)
     ex = _list_examples(run, enc, tasks)
@@ -693,11 +776,12 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
         temperature=g.temperature,
         seed=c.seed + 7,
         vocab_size=policy.decoder.config.vocab_size,
+        grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
     )
     loss_fn = grpo_loss_fn(
         run.dataset.ddi.astype(bool), shaping=g.shaping(lam), advantage=g.advantage(), loss=g.loss()
     )
-    record = _record(run, f"grpo lambda={lam}", (g, c.prompt))
+    record = _record(run, f"grpo lambda={lam}", (g, c.prompt, c.list_holdout, c.constrain_edits))
     run_loop(
         policy,
         wrt=nnx.LoRAParam,
@@ -709,6 +793,7 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
         stop_after=stop_after,
         progress=run.progress,
         desc=f"GRPO lambda={lam:g}",
+        mesh=run.mesh,
     )
     if stop_after is not None and stop_after < g.loop.steps:
         return
@@ -727,17 +812,28 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     _finish_policy(policy, folder)
 
 
+def _grammar(run: _Run, enc, vocab_size: int):
+    """The grammar of constrained list-editing generation (None when off)."""
+    from flame_jax.flame._grpo import edit_grammar
+
+    return edit_grammar(enc, run.vocabulary(), vocab_size) if run.config.constrain_edits else None
+
+
 def _edit_final(run: _Run, policy_path: Path, enc, tables, rows, p0) -> np.ndarray:
     from flame_jax.flame._edit_tasks import EditTask
     from flame_jax.flame._evaluate import final_sets, greedy_edits, greedy_generator
     from flame_jax.flame._policy import to_knowledge_tables
 
     c = run.config
-    tasks = [
+    tasks = _candidates(run, [
         EditTask(row=int(r), pre_list=tuple(int(d) for d in np.flatnonzero(p)), add=(), remove=())
         for r, p in zip(rows, p0, strict=True)
-    ]
+    ])  # fmt: skip
     policy = run.policy(enc, tables, policy_path)
+    if run.mesh is not None:  # generation follows the weights' shardings
+        from flame_jax.train import shard_module
+
+        shard_module(policy, run.mesh)
     ex = _list_examples(run, enc, tasks)
     key = (ex.prompts.tokens.shape[1], ex.target_mask.shape[1])
     if key not in run.generators:
@@ -750,6 +846,7 @@ def _edit_final(run: _Run, policy_path: Path, enc, tables, rows, p0) -> np.ndarr
         to_knowledge_tables(tables),
         batch_size=c.eval_batch,
         generate=run.generators[key],
+        grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
     )
     added, removed = states[0::2], states[1::2]
     return final_sets([t.pre_list for t in tasks], added, removed, run.dataset.num_meds)
@@ -891,7 +988,9 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.yaml"
     if cfg_path.is_file():
-        if load_config(FlameConfig, cfg_path) != config:
+        # The mesh only places the computation: a run may resume on another mesh shape.
+        saved = dataclasses.replace(load_config(FlameConfig, cfg_path), mesh=None)
+        if saved != dataclasses.replace(config, mesh=None):
             raise ValueError(
                 f"{out}: holds a run with another config ({cfg_path}); "
                 "use a new folder or --overwrite"

@@ -75,16 +75,32 @@ class PromptConfig:
         code_names: write diagnosis and procedure titles; False writes only their placeholders
             (compact prompts for a small model trained from scratch; needs ``entity_slots``,
             since the codes are then known only through knowledge fusion).
+        candidates: the "add" prompt lists up to this many candidate drugs outside P0 (the caller
+            passes them: pi_cls's highest-scored, best first), each with its slot. 0 (the paper's
+            prompt) lists none. A model trained from scratch has never seen drug names outside
+            its training prompts, so it cannot name a missing drug it was never shown; a
+            pretrained LLM can (see the README's FLAME section).
+        interaction_notes: after each drug of P0 and each candidate, write which drugs of P0 it
+            interacts with (``dataset.ddi``; at most two names) -- the interaction knowledge a
+            pretrained LLM brings, spelled out for a model trained from scratch. Off in the paper.
     """
 
     history: bool = True
     entity_slots: bool = True
     max_codes: int | None = None
     code_names: bool = True
+    candidates: int = 0
+    interaction_notes: bool = False
 
     def __post_init__(self):
         if self.max_codes is not None and self.max_codes < 1:
             raise ValueError(f"PromptConfig.max_codes must be >= 1 or None, got {self.max_codes}")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int):
+            raise ValueError(
+                f"PromptConfig.candidates must be an int >= 0, got {self.candidates!r}"
+            )
+        if self.candidates < 0:
+            raise ValueError(f"PromptConfig.candidates must be an int >= 0, got {self.candidates}")
         if not self.code_names and not self.entity_slots:
             raise ValueError(
                 "PromptConfig.code_names=False needs entity_slots=True (the codes would vanish)"
@@ -237,6 +253,7 @@ def render_list_prompt(
     *,
     prev: int | np.integer = -1,
     config: PromptConfig = PromptConfig(),
+    candidates: Sequence[int] | np.ndarray = (),
 ) -> Prompt:
     """The list-editing prompt of pi_list: add missing drugs to, or remove drugs from, P0.
 
@@ -247,23 +264,55 @@ def render_list_prompt(
         task: "add" or "remove".
         prev: the previous visit's row, -1 for none.
         config: rendering options.
+        candidates: for "add" with ``config.candidates > 0``: drugs outside P0 to choose from, in
+            the order given (at most ``config.candidates`` are written); ignored otherwise.
 
     Returns:
         The prompt; its text ends with the "Drugs to add/remove" header after which the model
         writes one drug name per line (possibly none) and then EOS.
+
+    Raises:
+        ValueError: unknown task, or a candidate that is already in P0.
     """
     if task not in _LIST_INSTRUCTION:
         raise ValueError(f"task must be 'add' or 'remove', got {task!r}")
     row, prev = _check_row(dataset, row, prev)
+    pre = sorted({int(d) for d in pre_list})
+    cands = [int(d) for d in candidates][: config.candidates] if task == "add" else []
+    if set(cands) & set(pre):
+        raise ValueError(f"candidates {sorted(set(cands) & set(pre))} are already in P0")
     b = _Builder(config)
     b.text(_LIST_INSTRUCTION[task] + "\n")
     _context(b, dataset, row, prev)
     b.text("### Pre-predicted drug list:\n")
-    for d in sorted({int(d) for d in pre_list}):
+    for d in pre:
         b.entity(dataset.med_vocab.titles[d], "drug", d)
-        b.text("\n")
+        b.text(_interaction_note(dataset, d, pre, config) + "\n")
+    if cands:
+        b.text(_CANDIDATES_HEADER)
+        for d in cands:
+            b.entity(dataset.med_vocab.titles[d], "drug", d)
+            b.text(_interaction_note(dataset, d, pre, config) + "\n")
     b.text(_LIST_HEADER[task])
     return b.build()
+
+
+_CANDIDATES_HEADER = "### Candidate drugs:\n"
+_NOTE_NAMES = 2
+
+
+def _interaction_note(dataset: Dataset, drug: int, pre: list[int], config: PromptConfig) -> str:
+    """`` (interacts with A, B)`` for the drugs of ``pre`` that interact with ``drug``, or ""."""
+    if not config.interaction_notes or dataset.ddi is None:
+        return ""
+    hits = [d for d in pre if d != drug and dataset.ddi[drug, d]]
+    if not hits:
+        return ""
+    return (
+        " (interacts with "
+        + ", ".join(dataset.med_vocab.titles[d] for d in hits[:_NOTE_NAMES])
+        + ")"
+    )
 
 
 def cls_target(label: bool | np.bool_) -> str:

@@ -77,7 +77,13 @@ def list_examples(
     for t in tasks:
         for kind in kinds:
             p = render_list_prompt(
-                dataset, t.row, t.pre_list, kind, prev=previous[t.row], config=config
+                dataset,
+                t.row,
+                t.pre_list,
+                kind,
+                prev=previous[t.row],
+                config=config,
+                candidates=t.candidates,
             )
             e = encoder.encode(p)
             prompts.append(visit_drug_refs(e, t.row, dataset.num_meds) if evidence else e)

@@ -94,8 +94,30 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and "data" in result.stdout and "demo" in result.stdout
 
 
-def test_demo_runs_on_a_small_cohort(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--patients", "150"]) == 0
-    text = capsys.readouterr().out
-    assert "[2/2]" in text and "| oracle (planted) |" in text
-    assert (tmp_path / "demo" / "reference" / "metrics.png").is_file()
+def test_demo_calls_the_flame_demo(tmp_path, monkeypatch):
+    """`flame-jax demo` is a thin layer over flame_jax.flame.run_demo (tested in tests/flame)."""
+    import flame_jax.flame
+
+    calls, checks = [], {"grpo_beats_cls": True, "lambda_lowers_ddi": False}
+
+    def fake(out, *, overwrite, seed, progress):
+        calls.append((out, overwrite, seed, progress))
+        return "table", {"checks": checks}
+
+    monkeypatch.setattr(flame_jax.flame, "run_demo", fake)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet", "--seed", "3", "--overwrite"]) == 0
+    assert calls == [(out, True, 3, False)]
+    assert main(["demo", "--out", str(out), "--strict"]) == 1
+    checks["lambda_lowers_ddi"] = True
+    assert main(["demo", "--out", str(out), "--strict"]) == 0
+    assert calls[-1] == (out, False, None, True)
+
+
+def test_demo_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    assert main(["demo", "--out", str(other), "--quiet"]) == 2
+    assert "not a FLAME run folder" in capsys.readouterr().err
+    assert (other / "keep.txt").read_text() == "x"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flame_jax.flame import error_profile, synthesize_edit_tasks
+from flame_jax.flame import EditTask, error_profile, synthesize_edit_tasks, with_candidates
 
 
 def _random_sets(rng, visits, meds, p=0.3):
@@ -83,3 +83,23 @@ def test_bad_arguments():
     # the jaxtyping hook of the test run catches the shape mismatch first; plain calls get ours
     with pytest.raises((ValueError, TypeError), match="shape|visits"):
         error_profile(np.zeros((1, 2), bool), np.zeros((2, 2), bool))
+
+
+def test_with_candidates_matches_a_loop():
+    rng = np.random.default_rng(3)
+    scores = rng.random((6, 9))
+    tasks = [
+        EditTask(row=int(r), pre_list=tuple(sorted(rng.choice(9, 3, replace=False).tolist())),
+                 add=(0, 4, 8), remove=())
+        for r in rng.integers(0, 6, 20)
+    ]  # fmt: skip
+    for k in (1, 3, 7):
+        for t, u in zip(tasks, with_candidates(tasks, scores, k), strict=True):
+            outside = [d for d in range(9) if d not in t.pre_list]
+            best = sorted(outside, key=lambda d: -scores[t.row, d])[:k]
+            assert list(u.candidates) == best
+            assert u.add == tuple(d for d in t.add if d in best)
+            assert (u.row, u.pre_list, u.remove) == (t.row, t.pre_list, t.remove)
+    assert with_candidates(tasks, scores, 0) == tasks
+    with pytest.raises(ValueError, match="k must be"):
+        with_candidates(tasks, scores, -1)

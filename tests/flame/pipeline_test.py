@@ -69,6 +69,19 @@ def test_stages_write_their_outputs(run_dir, capsys):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["seed"] == CONFIG.seed
 
 
+def test_run_demo_resumes_a_run_and_reports_its_checks(run_dir, monkeypatch):
+    from flame_jax.flame import demo_checks, run_demo
+
+    monkeypatch.setattr(FlameConfig, "demo", classmethod(lambda cls: CONFIG))
+    lines = []
+    table, summary = run_demo(run_dir, overwrite=False, progress=False, log=lines.append)
+    assert "| pi_cls alone |" in table and "| pi_list after GRPO (lambda=1) |" in table
+    assert summary["checks"] == demo_checks(summary)
+    assert set(summary["checks"]) == {"grpo_beats_cls", "lambda_lowers_ddi"}
+    assert any("beats pi_cls alone on Jaccard (test):" in line for line in lines)
+    assert (run_dir / "baselines" / "lr" / "test_metrics.json").is_file()
+
+
 def test_grpo_resume_is_exact(run_dir, tmp_path):
     """Stopped after step 3 (checkpoint at 2), resumed: steps 3-4 equal an uninterrupted run."""
     lam = CONFIG.grpo.lambdas[-1]
@@ -105,7 +118,11 @@ def test_experiment_configs_load():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "experiments" / "flame"
-    configs = {p.stem: load_config(FlameConfig, p) for p in sorted(root.glob("*.yaml"))}
+    configs = {
+        p.stem: load_config(FlameConfig, p)
+        for p in sorted(root.glob("*.yaml"))
+        if not p.stem.startswith("sweep_")  # sweep files: tests/flame/sweep_test.py
+    }
     assert set(configs) >= {"paper", "ablation_outcome_only", "ablation_no_fusion", "lambda_sweep"}
     assert configs["ablation_outcome_only"].grpo.step_weight == 0.0
     assert not configs["ablation_no_fusion"].policy.fusion
@@ -113,4 +130,8 @@ def test_experiment_configs_load():
     paper = configs["paper"]
     assert paper.grpo.group_size == 8 and paper.grpo.lora.rank == 32
     assert paper.grpo.loop.optimizer.learning_rate == 1e-5
+    # the paper's setting keeps the original's choices where the demo departs from them
+    assert paper.prompt.candidates == 0 and not paper.prompt.interaction_notes
+    assert paper.list_holdout == 0 and paper.sft_prompts == "synthetic"
+    assert not paper.constrain_edits and paper.grpo.prompts == "synthetic"
     assert len(configs["lambda_sweep"].grpo.lambdas) >= 2

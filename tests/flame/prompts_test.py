@@ -106,3 +106,29 @@ def test_targets_and_bad_input(dataset):
         render_cls_prompt(dataset, len(dataset.visits), 0)
     with pytest.raises(ValueError, match="max_codes"):
         PromptConfig(max_codes=0)
+
+
+def test_candidates_and_interaction_notes(dataset):
+    ddi = dataset.ddi.astype(bool)
+    a, b, c = next(
+        (int(a), int(b), c)
+        for a, b in np.argwhere(np.triu(ddi, 1))
+        for c in range(dataset.num_meds)
+        if c not in (a, b) and ddi[c, a] and not ddi[c, b]
+    )
+    config = PromptConfig(history=False, candidates=2, interaction_notes=True)
+    titles = dataset.med_vocab.titles
+    row = 0
+    add = render_list_prompt(dataset, row, [a, b], "add", config=config, candidates=[c])
+    assert f"### Candidate drugs:\n{titles[c]} [DrugEmb] (interacts with {titles[a]})\n" in add.text
+    assert f"{titles[a]} [DrugEmb] (interacts with {titles[b]})\n" in add.text
+    assert [r for k, r in add.slots if k == "drug"] == [*sorted([a, b]), c]
+    # remove prompts and the paper's prompt list no candidates; notes need the option
+    remove = render_list_prompt(dataset, row, [a, b], "remove", config=config, candidates=[c])
+    assert "Candidate" not in remove.text
+    plain = render_list_prompt(dataset, row, [a, b], "add", config=PromptConfig(), candidates=[c])
+    assert "Candidate" not in plain.text and "interacts" not in plain.text
+    with pytest.raises(ValueError, match=r"already in P0"):
+        render_list_prompt(dataset, row, [a, b], "add", config=config, candidates=[a])
+    with pytest.raises(ValueError, match="PromptConfig.candidates"):
+        PromptConfig(candidates=-1)

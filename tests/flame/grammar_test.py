@@ -1,0 +1,60 @@
+"""The list-editing grammar: whole drug names one per line, EOS at a line start or after a name."""
+
+import itertools
+
+import numpy as np
+
+from flame_jax.flame import edit_grammar, parse_completions
+from flame_jax.rl import DrugVocabulary
+
+
+def _accepts(grammar, prev, ids):
+    for a, b in itertools.pairwise([prev, *ids]):
+        if not grammar.allowed[grammar.token_class[a], b]:
+            return False
+    return True
+
+
+def test_every_name_list_is_accepted_and_free_text_is_not(dataset, encoder):
+    vocab = DrugVocabulary(names=tuple(dataset.med_vocab.titles))
+    size = len(encoder.tokenizer) + 7
+    grammar = edit_grammar(encoder, vocab, size)
+    nl = encoder.text_ids("\n")[0]
+    header = encoder.text_ids("### Drugs to add:\n")[-1]  # the prompt's last token
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        names = rng.choice(vocab.names, size=rng.integers(0, 4), replace=False)
+        ids = [*encoder.text_ids("".join(n + "\n" for n in names)), encoder.eos_id]
+        assert _accepts(grammar, header, ids), names
+        if len(names):  # EOS right after the last name, without its newline
+            assert _accepts(grammar, header, [*encoder.text_ids("\n".join(names)), encoder.eos_id])
+    for text in ("Yes.", "Diagnoses", "the", "0.9%"):
+        assert not _accepts(grammar, nl, encoder.text_ids(text)), text
+    # a walk through the grammar gives lines that parse as drugs (no multi-token splices here)
+    names_have_shared_pieces = len({t for n in vocab.names for t in encoder.text_ids(n)[1:]}) < sum(
+        len(encoder.text_ids(n)) - 1 for n in vocab.names
+    )
+    walks = []
+    for _ in range(60):
+        prev, out = header, []
+        while len(out) < 12:
+            options = np.flatnonzero(grammar.allowed[grammar.token_class[prev]])
+            prev = int(rng.choice(options))
+            out.append(prev)
+            if prev == encoder.eos_id:
+                break
+        if out[-1] == encoder.eos_id:  # finished walks only (a cut one may end mid-name)
+            walks.append(out)
+    lengths = np.array([len(w) for w in walks])
+    tokens = np.full((len(walks), lengths.max()), encoder.pad_id)
+    for i, w in enumerate(walks):
+        tokens[i, : len(w)] = w
+    episodes, _, _ = parse_completions(
+        encoder, tokens, lengths, ["add"] * len(walks), [()] * len(walks), vocab
+    )
+    assert len(walks) > 10
+    invalid = sum(e.num_invalid for e in episodes)
+    if not names_have_shared_pieces:
+        assert invalid == 0
+    assert grammar.allowed.any(axis=1).all() and grammar.allowed[0, encoder.eos_id]
+    assert grammar.token_class.shape == (size,) and grammar.allowed.shape[1] == size
