@@ -538,13 +538,32 @@ def _trainable(mode: str):
     return nnx.Any(nnx.LoRAParam, nnx.PathContains("projectors"))
 
 
-def _finish_policy(policy, folder: Path) -> None:
+def _train(
+    run: _Run,
+    policy,
+    folder: Path,
+    *,
+    loop: LoopConfig,
+    curves: tuple[str, ...],
+    stop_after: int | None,
+    desc: str,
+    **loop_args: Any,
+) -> bool:
+    """Runs (or resumes) one training stage; when it reaches ``loop.steps``, plots its curves and
+    writes ``policy.npz`` (LoRA merged). Returns whether it finished."""
+    from flame_jax.flame._loop import run_loop
     from flame_jax.flame._policy import save_policy
     from flame_jax.policy import has_lora, merge_lora
 
+    run_loop(policy, config=loop, out=folder, stop_after=stop_after, progress=run.progress,
+             desc=desc, mesh=run.mesh, **loop_args)  # fmt: skip
+    if stop_after is not None and stop_after < loop.steps:
+        return False
+    _save_curves(folder, curves, desc)
     if has_lora(policy.decoder):
         merge_lora(policy.decoder)
     save_policy(policy, folder / "policy.npz")
+    return True
 
 
 def _record(run: _Run, stage: str, extra: Any) -> dict[str, Any]:
@@ -556,13 +575,11 @@ def _record(run: _Run, stage: str, extra: Any) -> dict[str, Any]:
 
 
 def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
-    import jax.numpy as jnp
     from flax import nnx
 
     from flame_jax._io import write_json_atomic, write_npz_atomic
     from flame_jax.flame._cls import cls_batch, cls_data, cls_loss, score_visits
     from flame_jax.flame._edit_tasks import error_profile
-    from flame_jax.flame._loop import run_loop
     from flame_jax.flame._policy import to_knowledge_tables
     from flame_jax.policy import add_lora
 
@@ -585,23 +602,14 @@ def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
         return b, {"tokens": tokens}
 
     record = _record(run, "cls", (c.cls, c.prompt, c.policy, c.train_mode, c.list_holdout))
-    run_loop(
-        policy,
-        wrt=_trainable(c.train_mode),
-        loss_fn=cls_loss(enc.yes_id, enc.no_id),
-        batch_fn=batch_fn,
-        config=c.cls,
-        out=folder,
-        record=record,
-        stop_after=stop_after,
-        progress=run.progress,
-        desc="pi_cls",
-        mesh=run.mesh,
-    )
-    if stop_after is not None and stop_after < c.cls.steps:
+    finished = _train(
+        run, policy, folder, loop=c.cls, stop_after=stop_after, desc="pi_cls",
+        curves=("loss", "accuracy", "grad_norm", "lr", "tokens_per_s"),
+        wrt=_trainable(c.train_mode), loss_fn=cls_loss(enc.yes_id, enc.no_id),
+        batch_fn=batch_fn, record=record,
+    )  # fmt: skip
+    if not finished:
         return
-    _save_curves(folder, ("loss", "accuracy", "grad_norm", "lr", "tokens_per_s"), "pi_cls")
-    _finish_policy(policy, folder)
     p_yes = score_visits(
         policy, data, np.arange(len(run.dataset.visits)), kt, yes_id=enc.yes_id, no_id=enc.no_id
     )
@@ -609,7 +617,6 @@ def _stage_cls(run: _Run, *, stop_after: int | None = None) -> None:
     prof = error_profile(pred[list_rows], run.truth[list_rows])
     write_json_atomic(folder / "error_profile.json", prof.to_json())
     write_npz_atomic(folder / "scores.npz", {"p_yes": p_yes.astype(np.float32)})
-    del jnp
 
 
 def _p0(run: _Run) -> tuple[np.ndarray, np.ndarray]:
@@ -655,31 +662,21 @@ def _cls_tasks(run: _Run, rows: np.ndarray):
     ])  # fmt: skip
 
 
-def _list_buckets(run: _Run, enc) -> tuple[int, int]:
-    """Fixed prompt / target buckets for every list stage (one compile per shape)."""
+def _target_bucket(run: _Run, enc) -> int:
+    """The completion length of every list stage: the longest name per line for the largest
+    visit plus one line, and EOS (one compile per shape across stages)."""
     from flame_jax.flame._encode import bucket
-    from flame_jax.flame._prompts import render_list_prompt
 
-    ds = run.dataset
-    sizes = ds.visits.med.lengths()
-    worst_list = np.arange(min(ds.num_meds, int(sizes.max()) * 2 + 2))
-    longest = 0
-    for r in np.argsort(-(ds.visits.diag.lengths() + ds.visits.proc.lengths()))[:3]:
-        p = render_list_prompt(
-            ds, r, worst_list, "remove", prev=run.previous[r], config=run.config.prompt
-        )
-        longest = max(longest, len(enc.encode(p).tokens))
-    names = sorted(ds.med_vocab.titles, key=lambda n: -len(enc.text_ids(n + "\n")))
-    per_line = len(enc.text_ids(names[0] + "\n"))
-    target = per_line * (int(sizes.max()) + 1) + 1
-    return bucket(longest), bucket(target, 8)
+    most = int(run.dataset.visits.med.lengths().max())
+    per_line = max(len(enc.text_ids(n + "\n")) for n in run.dataset.med_vocab.titles)
+    return bucket(per_line * (most + 1) + 1, 8)
 
 
 def _list_examples(run: _Run, enc, tasks):
     """Tokenised list-editing examples of ``tasks``, targets padded to the run's length bucket."""
     from flame_jax.flame._sft import list_examples
 
-    _, target_length = _list_buckets(run, enc)
+    target_length = _target_bucket(run, enc)
     c = run.config
     return list_examples(
         run.dataset,
@@ -695,7 +692,6 @@ def _list_examples(run: _Run, enc, tasks):
 def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
     from flax import nnx
 
-    from flame_jax.flame._loop import run_loop
     from flame_jax.flame._policy import to_knowledge_tables
     from flame_jax.flame._sft import sft_batch, sft_loss
     from flame_jax.policy import add_lora
@@ -725,30 +721,17 @@ def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
         "sft",
         (c.sft, c.sft_tasks, c.sft_prompts, c.prompt, c.train_mode, c.list_holdout),
     )
-    run_loop(
-        policy,
-        wrt=_trainable(c.train_mode),
-        loss_fn=sft_loss,
-        batch_fn=batch_fn,
-        config=c.sft,
-        out=folder,
-        record=record,
-        stop_after=stop_after,
-        progress=run.progress,
-        desc="pi_list SFT",
-        mesh=run.mesh,
-    )
-    if stop_after is not None and stop_after < c.sft.steps:
-        return
-    _save_curves(folder, ("loss", "grad_norm", "lr", "tokens_per_s"), "pi_list SFT")
-    _finish_policy(policy, folder)
+    _train(
+        run, policy, folder, loop=c.sft, stop_after=stop_after, desc="pi_list SFT",
+        curves=("loss", "grad_norm", "lr", "tokens_per_s"),
+        wrt=_trainable(c.train_mode), loss_fn=sft_loss, batch_fn=batch_fn, record=record,
+    )  # fmt: skip
 
 
 def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None:
     from flax import nnx
 
     from flame_jax.flame._grpo import grpo_loss_fn, make_rollout
-    from flame_jax.flame._loop import run_loop
     from flame_jax.flame._policy import to_knowledge_tables
     from flame_jax.policy import add_lora
 
@@ -782,34 +765,13 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
         run.dataset.ddi.astype(bool), shaping=g.shaping(lam), advantage=g.advantage(), loss=g.loss()
     )
     record = _record(run, f"grpo lambda={lam}", (g, c.prompt, c.list_holdout, c.constrain_edits))
-    run_loop(
-        policy,
-        wrt=nnx.LoRAParam,
-        loss_fn=loss_fn,
-        batch_fn=batch_fn,
-        config=g.loop,
-        out=folder,
-        record=record,
-        stop_after=stop_after,
-        progress=run.progress,
-        desc=f"GRPO lambda={lam:g}",
-        mesh=run.mesh,
-    )
-    if stop_after is not None and stop_after < g.loop.steps:
-        return
-    keys = (
-        "reward",
-        "reward_jaccard",
-        "reward_ddi",
-        "reward_refusal",
-        "kl",
-        "clip_fraction",
-        "advantage_std",
-        "completion_length",
-        "tokens_per_s",
-    )
-    _save_curves(folder, keys, f"step-wise GRPO, lambda={lam:g}")
-    _finish_policy(policy, folder)
+    curves = ("reward", "reward_jaccard", "reward_ddi", "reward_refusal", "kl", "clip_fraction",
+              "advantage_std", "completion_length", "tokens_per_s")  # fmt: skip
+    _train(
+        run, policy, folder, loop=g.loop, stop_after=stop_after,
+        desc=f"step-wise GRPO, lambda={lam:g}", curves=curves,
+        wrt=nnx.LoRAParam, loss_fn=loss_fn, batch_fn=batch_fn, record=record,
+    )  # fmt: skip
 
 
 def _grammar(run: _Run, enc, vocab_size: int):
