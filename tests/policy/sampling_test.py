@@ -226,6 +226,35 @@ def test_grammar_constrains_every_step(model, sampler, greedy):
             np.zeros(3, np.int32), np.ones((1, 3), bool)))  # fmt: skip
 
 
+def test_per_row_bans_with_a_grammar(model, sampler, greedy):
+    """``banned`` of shape [batch, vocab] bans per row, on top of the grammar (greedy against a
+    float64 step-by-step reference; sampled tokens never banned in their row)."""
+    vocab = model.config.vocab_size
+    grammar = _random_grammar(vocab, 4, 1)
+    rng = np.random.default_rng(5)
+    bans = rng.random((len(PROMPTS), vocab)) < 0.5
+    bans[:, 0] = False  # the grammar's always-allowed token stays allowed
+    tokens, mask = left_pad(PROMPTS)
+    g = greedy(model, tokens, mask, key=jax.random.key(0), grammar=grammar, banned=bans)
+    for i, p in enumerate(PROMPTS):
+        seq = list(p)
+        for _ in range(NEW):
+            logp = full_logits(model, seq)[-1]
+            ok = grammar.allowed[grammar.token_class[seq[-1]]] & ~bans[i]
+            seq.append(int(np.argmax(np.where(ok, logp, -np.inf))))
+        assert g.tokens[i].tolist() == seq[len(p) :]
+    assert (
+        g.tokens.tolist()
+        != greedy(model, tokens, mask, key=jax.random.key(0), grammar=grammar).tokens.tolist()
+    )  # the per-row bans changed something
+    for key in range(3):
+        out = sampler(model, tokens, mask, key=jax.random.key(key), grammar=grammar, banned=bans)
+        for i in range(len(PROMPTS)):
+            assert not bans[i][np.asarray(out.tokens[i])].any()
+    with pytest.raises(ValueError, match="banned has shape"):
+        greedy(model, tokens, mask, key=jax.random.key(0), banned=bans[:2])
+
+
 def test_eos_and_stop_sequences(model, greedy):
     tokens, mask = left_pad(PROMPTS)
     free = np.asarray(greedy(model, tokens, mask, key=jax.random.key(0)).tokens)
