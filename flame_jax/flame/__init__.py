@@ -27,6 +27,7 @@ from flame_jax.flame._encode import (
 from flame_jax.flame._evaluate import final_sets, greedy_edits, greedy_generator
 from flame_jax.flame._grpo import (
     banned_tokens,
+    edit_bans,
     edit_grammar,
     grpo_loss_fn,
     make_rollout,
@@ -68,7 +69,13 @@ from flame_jax.flame._prompts import (
     render_cls_prompt,
     render_list_prompt,
 )
-from flame_jax.flame._sft import ListExamples, list_examples, sft_batch, sft_loss
+from flame_jax.flame._sft import (
+    ListExamples,
+    list_examples,
+    select_examples,
+    sft_batch,
+    sft_loss,
+)
 from flame_jax.flame._sweep import (
     SWEEP_PRESETS,
     ConsensusSweepConfig,
@@ -124,6 +131,7 @@ __all__ = [
     "cls_target",
     "consensus_sweep",
     "demo_checks",
+    "edit_bans",
     "edit_grammar",
     "error_profile",
     "expand_sweep",
@@ -159,6 +167,7 @@ __all__ = [
     "save_tables",
     "save_tradeoff_plot",
     "score_visits",
+    "select_examples",
     "sft_batch",
     "sft_loss",
     "standardize",

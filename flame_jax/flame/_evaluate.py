@@ -48,12 +48,13 @@ def greedy_edits(
     batch_size: int = 64,
     generate=None,
     grammar: TokenGrammar | None = None,
+    bans: np.ndarray | None = None,
 ) -> list[frozenset[int]]:
     """The final state of every example's greedy episode (same order as ``examples``).
 
     ``generate``: a greedy generator from an earlier call (``greedy_generator``) to reuse its
     compiled programs; None builds one. ``grammar``: optional constrained decoding
-    (``edit_grammar``).
+    (``edit_grammar``); ``bans``: optional per-example token bans (``edit_bans``).
     """
     n = examples.prompts.tokens.shape[0]
     if generate is None:
@@ -73,7 +74,7 @@ def greedy_edits(
             tokens,
             mask,
             key=jax.random.key(0),
-            banned=banned,
+            banned=banned if bans is None else bans[idx] | banned[None, :],
             prompt_embeddings=emb,
             grammar=grammar,
         )

@@ -97,6 +97,44 @@ def edit_grammar(
     return TokenGrammar(token_class, np.stack(rows))
 
 
+def edit_bans(
+    encoder: PromptEncoder,
+    vocabulary: DrugVocabulary,
+    examples: ListExamples,
+    vocab_size: int,
+) -> np.ndarray:
+    """Per-example bans that keep a constrained edit to the drugs its task can act on.
+
+    An "add" line may name one of the prompt's candidates (any drug outside P0 when the prompt
+    lists none); a "remove" line may name a drug of P0. A name is banned through its first token,
+    and only where that token starts no allowed name and continues no name (so the ban never cuts
+    an allowed name short). Used with :func:`edit_grammar`; EOS is never banned.
+
+    Returns:
+        bool ``[examples, vocab_size]``, True where a token may not be generated.
+    """
+    first: dict[int, set[int]] = {}  # first token -> drugs whose name starts with it
+    inner: set[int] = set()  # tokens inside a name (after its first)
+    names = [(n, i) for i, n in enumerate(vocabulary.names)]
+    names += [(n, i) for n, i in vocabulary.synonyms.items()]
+    for name, drug in names:
+        ids = encoder.text_ids(name)
+        first.setdefault(ids[0], set()).add(drug)
+        inner.update(ids[1:])
+    bans = np.zeros((len(examples.tasks), vocab_size), bool)
+    for k, (task, p0) in enumerate(zip(examples.tasks, examples.initial, strict=True)):
+        if task == "add":
+            cands = examples.candidates[k] if examples.candidates else ()
+            ok = set(cands) if cands else set(range(len(vocabulary.names))) - set(p0)
+        else:
+            ok = set(p0)
+        for token, drugs in first.items():
+            if token not in inner and not drugs & ok:
+                bans[k, token] = True
+    bans[:, encoder.eos_id] = False
+    return bans
+
+
 def parse_completions(
     encoder: PromptEncoder,
     tokens: np.ndarray,
@@ -131,11 +169,13 @@ def make_rollout(
     seed: int,
     vocab_size: int,
     grammar: TokenGrammar | None = None,
+    bans: np.ndarray | None = None,
 ):
     """``batch_fn(step, policy) -> (device batch, host metrics)`` drawing GRPO rollouts.
 
     ``grammar``: optional constrained decoding (:func:`edit_grammar`); the old log-probs stay the
-    unconstrained policy's.
+    unconstrained policy's. ``bans``: optional per-example token bans ``[examples, vocab]``
+    (:func:`edit_bans`).
     """
     n, lp = examples.prompts.tokens.shape
     lc = examples.targets.shape[1]
@@ -167,7 +207,7 @@ def make_rollout(
             tokens,
             mask,
             key=key,
-            banned=banned,
+            banned=banned if bans is None else bans[rep] | banned[None, :],
             prompt_embeddings=emb,
             grammar=grammar,
         )

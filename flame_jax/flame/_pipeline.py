@@ -89,6 +89,11 @@ class GrpoStage:
             "cls": P0 = pi_cls's own predictions on the train visits it did not train on
             (``FlameConfig.list_holdout``; the test-time input distribution; ``tasks`` is then
             unused).
+        remove_prompts: "all": every "remove" prompt of ``prompts`` (the original);
+            "interacting": only those whose P0 holds an interacting pair (the "add" prompts stay
+            all). Elsewhere a removal can only cost accuracy, and those prompts' uniformly
+            negative removals taught a model trained from scratch to stop editing altogether,
+            "add" included (measured on the demo); the interacting ones are where lambda acts.
         lora: the adapters trained by GRPO (the reference policy is the model without them).
         lambdas: the DDI weights of the sweep (one run each; the first is the table's
             "pi_list after GRPO").
@@ -113,6 +118,7 @@ class GrpoStage:
     temperature: float = 1.0
     tasks: int = 400
     prompts: str = "cls"
+    remove_prompts: str = "all"
     lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=8, alpha=16.0))
     lambdas: tuple[float, ...] = (0.0, 3.0)
     jaccard_weight: float = 1.0
@@ -159,6 +165,11 @@ class GrpoStage:
             raise ValueError(
                 f"GrpoStage.prompts must be 'synthetic' or 'cls', got {self.prompts!r}"
             )
+        if self.remove_prompts not in ("all", "interacting"):
+            raise ValueError(
+                "GrpoStage.remove_prompts must be 'all' or 'interacting', got "
+                f"{self.remove_prompts!r}"
+            )
         try:
             self.shaping(0.0), self.advantage(), self.loss()
         except ValueError as e:
@@ -195,10 +206,13 @@ class FlameConfig:
         sft: pi_list SFT training.
         sft_tasks: synthetic edit tasks for SFT (x2 examples: add and remove).
         constrain_edits: list-editing generation (GRPO rollouts and evaluation) may only write
-            whole drug names, one per line, and EOS (``flame_jax.flame.edit_grammar``); off: any
-            token (the original). A model trained from scratch otherwise spends its GRPO
-            samples on free text that names no drug (measured: about one invalid line per
-            completion after SFT).
+            whole drug names, one per line, and EOS (``flame_jax.flame.edit_grammar``), and
+            only drugs its task can act on: an add line names one of the prompt's candidates (a
+            drug outside P0 when none are listed), a remove line a drug of P0
+            (``flame_jax.flame.edit_bans``); off: any token (the original). A model trained from
+            scratch otherwise spends its GRPO samples on free text that names no drug (measured:
+            about one invalid line per completion after SFT) and on no-op lines (a third of the
+            add samples named a drug already in P0).
         sft_prompts: "synthetic": SFT on ``sft_tasks`` seeded error injections that follow
             pi_cls's error profile (the original); "cls": SFT on pi_cls's real predictions for
             the held-out train visits (``list_holdout``), the targets being its real misses
@@ -747,6 +761,12 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     else:
         tasks = _tasks(run, g.tasks, 200)
     ex = _list_examples(run, enc, tasks)
+    if g.remove_prompts == "interacting":
+        from flame_jax.flame._sft import select_examples
+
+        ex = select_examples(ex, _keep_interacting_removes(ex, run.dataset.ddi))
+        run.log(f"GRPO prompts: {ex.tasks.count('add')} add, {ex.tasks.count('remove')} remove "
+                "(P0 with an interacting pair)")  # fmt: skip
     kt = to_knowledge_tables(tables)
     batch_fn = make_rollout(
         ex,
@@ -760,6 +780,7 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
         seed=c.seed + 7,
         vocab_size=policy.decoder.config.vocab_size,
         grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
+        bans=_bans(run, enc, ex, policy.decoder.config.vocab_size),
     )
     loss_fn = grpo_loss_fn(
         run.dataset.ddi.astype(bool), shaping=g.shaping(lam), advantage=g.advantage(), loss=g.loss()
@@ -774,11 +795,33 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     )  # fmt: skip
 
 
+def _keep_interacting_removes(ex, ddi: np.ndarray) -> np.ndarray:
+    """Indices of the examples to keep: every "add", and the "remove" examples whose P0 holds an
+    interacting pair."""
+    ddi = np.asarray(ddi, bool)
+    keep = []
+    for i, (task, p0) in enumerate(zip(ex.tasks, ex.initial, strict=True)):
+        d = list(p0)
+        if task == "add" or np.triu(ddi[np.ix_(d, d)], 1).any():
+            keep.append(i)
+    return np.asarray(keep, np.int64)
+
+
 def _grammar(run: _Run, enc, vocab_size: int):
     """The grammar of constrained list-editing generation (None when off)."""
     from flame_jax.flame._grpo import edit_grammar
 
     return edit_grammar(enc, run.vocabulary(), vocab_size) if run.config.constrain_edits else None
+
+
+def _bans(run: _Run, enc, ex, vocab_size: int):
+    """Per-example bans of constrained generation: the drugs each edit can act on (None when
+    off)."""
+    from flame_jax.flame._grpo import edit_bans
+
+    if not run.config.constrain_edits:
+        return None
+    return edit_bans(enc, run.vocabulary(), ex, vocab_size)
 
 
 def _edit_final(run: _Run, policy_path: Path, enc, tables, rows, p0) -> np.ndarray:
@@ -809,6 +852,7 @@ def _edit_final(run: _Run, policy_path: Path, enc, tables, rows, p0) -> np.ndarr
         batch_size=c.eval_batch,
         generate=run.generators[key],
         grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
+        bans=_bans(run, enc, ex, policy.decoder.config.vocab_size),
     )
     added, removed = states[0::2], states[1::2]
     return final_sets([t.pre_list for t in tasks], added, removed, run.dataset.num_meds)

@@ -38,6 +38,8 @@ class ListExamples(NamedTuple):
         targets: right-padded target ids ``[n, target]`` and their mask.
         target_mask: bool ``[n, target]``.
         rows: visit row per example; tasks: "add" / "remove"; initial: P0 per example.
+        candidates: the candidates each example's prompt lists (empty for "remove" and for the
+            paper's prompt).
     """
 
     prompts: PaddedPrompts
@@ -46,6 +48,7 @@ class ListExamples(NamedTuple):
     rows: np.ndarray
     tasks: tuple[str, ...]
     initial: tuple[tuple[int, ...], ...]
+    candidates: tuple[tuple[int, ...], ...] = ()
 
 
 def list_examples(
@@ -73,7 +76,7 @@ def list_examples(
         target_length: target bucket (None: likewise).
         evidence: drug slots point at per-visit evidence rows (``visit_drug_refs``).
     """
-    prompts, targets, rows, kinds_out, initial = [], [], [], [], []
+    prompts, targets, rows, kinds_out, initial, cands = [], [], [], [], [], []
     for t in tasks:
         for kind in kinds:
             p = render_list_prompt(
@@ -91,6 +94,7 @@ def list_examples(
             rows.append(t.row)
             kinds_out.append(kind)
             initial.append(tuple(t.pre_list))
+            cands.append(tuple(t.candidates) if kind == "add" else ())
     length = bucket(max(len(e.tokens) for e in prompts)) if length is None else length
     if target_length is None:
         target_length = bucket(max(len(x) for x in targets), 8)
@@ -102,6 +106,29 @@ def list_examples(
         np.asarray(rows, np.int64),
         tuple(kinds_out),
         tuple(initial),
+        tuple(cands),
+    )
+
+
+def select_examples(examples: ListExamples, idx: np.ndarray) -> ListExamples:
+    """The examples ``idx`` of ``examples`` (in that order).
+
+    Raises:
+        ValueError: when ``idx`` is empty or out of range.
+    """
+    idx = np.asarray(idx, np.int64)
+    n = len(examples.tasks)
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"select_examples: need 1+ indices in [0, {n}), got {idx.tolist()[:8]}")
+    pick = idx.tolist()
+    return ListExamples(
+        type(examples.prompts)(*(x[idx] for x in examples.prompts)),
+        examples.targets[idx],
+        examples.target_mask[idx],
+        examples.rows[idx],
+        tuple(examples.tasks[i] for i in pick),
+        tuple(examples.initial[i] for i in pick),
+        tuple(examples.candidates[i] for i in pick) if examples.candidates else (),
     )
 
 

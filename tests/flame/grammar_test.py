@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-from flame_jax.flame import edit_grammar, parse_completions
+from flame_jax.flame import ListExamples, edit_bans, edit_grammar, parse_completions
 from flame_jax.rl import DrugVocabulary
 
 
@@ -58,3 +58,32 @@ def test_every_name_list_is_accepted_and_free_text_is_not(dataset, encoder):
         assert invalid == 0
     assert grammar.allowed.any(axis=1).all() and grammar.allowed[0, encoder.eos_id]
     assert grammar.token_class.shape == (size,) and grammar.allowed.shape[1] == size
+
+
+def test_edit_bans_keep_each_edit_to_the_drugs_it_can_act_on(dataset, encoder):
+    vocab = DrugVocabulary(names=tuple(dataset.med_vocab.titles))
+    size = len(encoder.tokenizer) + 7
+    grammar = edit_grammar(encoder, vocab, size)
+    header = encoder.text_ids("### Drugs to add:\n")[-1]
+    rng = np.random.default_rng(1)
+    m = len(vocab.names)
+    tasks, initial, cands = [], [], []
+    for k in range(12):
+        p0 = tuple(sorted(rng.choice(m, size=rng.integers(0, 5), replace=False).tolist()))
+        rest = [d for d in range(m) if d not in p0]
+        c = tuple(rng.choice(rest, size=3, replace=False).tolist()) if k % 3 else ()
+        tasks.append("add" if k % 2 == 0 else "remove")
+        initial.append(p0)
+        cands.append(c if tasks[-1] == "add" else ())
+    ex = ListExamples(None, None, None, None, tuple(tasks), tuple(initial), tuple(cands))
+    bans = edit_bans(encoder, vocab, ex, size)
+    assert bans.shape == (12, size) and not bans[:, encoder.eos_id].any()
+    for k in range(12):
+        if tasks[k] == "add":
+            ok = set(cands[k]) or set(range(m)) - set(initial[k])
+        else:
+            ok = set(initial[k])
+        for d in range(m):  # a name is generable in row k exactly when row k may act on it
+            ids = [*encoder.text_ids(vocab.names[d] + "\n"), encoder.eos_id]
+            allowed = _accepts(grammar, header, ids) and not bans[k, ids].any()
+            assert allowed == (d in ok), (k, tasks[k], d)

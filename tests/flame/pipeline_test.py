@@ -135,3 +135,39 @@ def test_experiment_configs_load():
     assert paper.list_holdout == 0 and paper.sft_prompts == "synthetic"
     assert not paper.constrain_edits and paper.grpo.prompts == "synthetic"
     assert len(configs["lambda_sweep"].grpo.lambdas) >= 2
+
+
+def test_interacting_remove_prompts_keep_every_add_and_the_unsafe_removes():
+    from flame_jax.flame import ListExamples, PaddedPrompts, select_examples
+    from flame_jax.flame._pipeline import _keep_interacting_removes
+
+    rng = np.random.default_rng(3)
+    m, n = 9, 40
+    ddi = np.zeros((m, m), bool)
+    ddi[1, 4] = ddi[4, 1] = ddi[2, 7] = ddi[7, 2] = True
+    tasks = tuple(rng.choice(["add", "remove"], size=n).tolist())
+    initial = tuple(
+        tuple(sorted(rng.choice(m, size=rng.integers(0, 5), replace=False).tolist()))
+        for _ in range(n)
+    )
+    cands = tuple((0, 3) if t == "add" else () for t in tasks)
+    prompts = PaddedPrompts(*(rng.integers(0, 9, (n, 6)) for _ in range(4)))
+    targets = rng.integers(0, 9, (n, 3))
+    ex = ListExamples(prompts, targets, targets > 4, np.arange(n) * 10, tasks, initial, cands)
+    keep = _keep_interacting_removes(ex, ddi)
+    want = [i for i in range(n) if tasks[i] == "add" or {1, 4} <= set(initial[i])
+            or {2, 7} <= set(initial[i])]  # fmt: skip
+    assert keep.tolist() == want and any(tasks[i] == "remove" for i in want)
+    sub = select_examples(ex, keep)
+    assert sub.tasks == tuple(tasks[i] for i in want) and sub.rows.tolist() == [
+        10 * i for i in want
+    ]
+    assert sub.initial == tuple(initial[i] for i in want)
+    assert sub.candidates == tuple(cands[i] for i in want)
+    for a, b in zip(sub.prompts, ex.prompts, strict=True):
+        np.testing.assert_array_equal(a, b[keep])
+    np.testing.assert_array_equal(sub.target_mask, ex.target_mask[keep])
+    with pytest.raises(ValueError, match="select_examples"):
+        select_examples(ex, np.array([], np.int64))
+    with pytest.raises(ValueError, match="remove_prompts"):
+        FlameConfig.demo(grpo=dataclasses.replace(CONFIG.grpo, remove_prompts="some"))
