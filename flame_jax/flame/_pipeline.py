@@ -798,13 +798,13 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
 def _keep_interacting_removes(ex, ddi: np.ndarray) -> np.ndarray:
     """Indices of the examples to keep: every "add", and the "remove" examples whose P0 holds an
     interacting pair."""
-    ddi = np.asarray(ddi, bool)
-    keep = []
-    for i, (task, p0) in enumerate(zip(ex.tasks, ex.initial, strict=True)):
-        d = list(p0)
-        if task == "add" or np.triu(ddi[np.ix_(d, d)], 1).any():
-            keep.append(i)
-    return np.asarray(keep, np.int64)
+    from flame_jax.metrics import ddi_pair_counts
+
+    p0 = np.zeros((len(ex.initial), len(ddi)), bool)
+    for i, drugs in enumerate(ex.initial):
+        p0[i, list(drugs)] = True
+    interacting = np.asarray(ddi_pair_counts(p0, ddi)[0]) > 0
+    return np.flatnonzero((np.asarray(ex.tasks) == "add") | interacting)
 
 
 def _grammar(run: _Run, enc, vocab_size: int):
