@@ -160,6 +160,7 @@ class SyntheticConfig:
     noise_proc_rate: float = 0.8  # mean number of unrelated procedures per visit
     noise_drug_rate: float = 0.3  # mean number of random extra drugs per visit
     ddi_density: float = 0.4  # interacting fraction of therapeutic pairs (low-prob ward: a third)
+    class_ddi_density: float = 0.0  # interacting fraction of curated class-level member pairs
     popularity_skew: float = 2.0  # Zipf exponent of the popularity of the members of a class
 
     def __post_init__(self):
@@ -497,11 +498,16 @@ def _plant_interactions(
     drug_class: np.ndarray,
     quiet: np.ndarray,
     companions: set[tuple[int, int]],
+    members: Callable[[str], np.ndarray],
 ) -> dict[tuple[int, int], str]:
     """Random interactions between drugs of different classes, never between companions.
 
     Therapeutic pairs interact with ``ddi_density``, pairs with a ward drug a third as often,
-    ward pairs and ``quiet`` drugs (saline, acetaminophen: in almost every visit) never.
+    ward pairs and ``quiet`` drugs (saline, acetaminophen: in almost every visit) never. With
+    ``class_ddi_density > 0``, each member pair of a curated class-level interaction
+    (``CLASS_INTERACTIONS``: beta blocker with beta agonist, ACE inhibitor with potassium, ...)
+    also interacts with that probability, with the curated kind (random draws are made only
+    then, so cohorts with ``class_ddi_density == 0`` are unchanged).
     """
     m = drug_class.size
     ward = drug_class == 0
@@ -516,6 +522,14 @@ def _plant_interactions(
         a, b = int(a), int(b)
         if drug_class[a] != drug_class[b] and (a, b) not in companions:
             out[(a, b)] = V.DDI_KINDS[int(kinds[a, b])]
+    if config.class_ddi_density > 0:
+        for left, right, kind in V.CLASS_INTERACTIONS:
+            ma, mb = members(left), members(right)
+            hits = rng.random((len(ma), len(mb))) < config.class_ddi_density
+            for i, j in zip(*np.nonzero(hits), strict=True):
+                a, b = sorted((int(ma[i]), int(mb[j])))
+                if (a, b) not in companions:
+                    out[(a, b)] = kind
     return out
 
 
@@ -579,7 +593,13 @@ def _build_world(config: SyntheticConfig, rng: np.random.Generator) -> _World:
     quiet = np.zeros(len(drugs), bool)
     quiet[[i for i, w in enumerate(V.WARD_DRUGS[: len(ward)]) if w.prob > 0.5]] = True
     pairs = {(min(c.trigger, c.companion), max(c.trigger, c.companion)) for c in companions}
-    kinds = _plant_interactions(config, rng, drug_class, quiet, pairs)
+
+    def members(key: str) -> np.ndarray:  # the drugs of a class key or a ward drug name
+        if key in class_of:
+            return np.asarray(classes[class_of[key]].members, np.int64)
+        return np.asarray([ward[key]] if key in ward else [], np.int64)
+
+    kinds = _plant_interactions(config, rng, drug_class, quiet, pairs, members)
 
     disease_index = {spec.name: i for i, (spec, *_) in enumerate(diseases)}
     rules = PlantedRules(

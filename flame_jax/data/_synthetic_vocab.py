@@ -26,6 +26,7 @@ __all__ = [
     "BRAND_ENDINGS",
     "CEF_ENDINGS",
     "CLASSES",
+    "CLASS_INTERACTIONS",
     "CONTRAINDICATIONS",
     "DDI_KINDS",
     "DISCHARGE_LOCATIONS",
@@ -563,6 +564,18 @@ CONTRAINDICATIONS = (
     ("Asthma", "beta_blocker"),
     ("Chronic kidney disease", "nsaid"),
     ("Gastrointestinal haemorrhage", "nsaid"),
+)
+# Class-level interactions (class key or ward drug name, class key or ward drug name, kind): well
+# known class effects between commonly co-prescribed drugs; planted member by member with
+# ``SyntheticConfig.class_ddi_density`` (0 by default: none).
+CLASS_INTERACTIONS = (
+    ("beta_blocker", "beta_agonist", "bronchospasm"),
+    ("beta_blocker", "ace_inhibitor", "hypotension"),
+    ("ace_inhibitor", "Potassium Chloride", "hyperkalaemia"),
+    ("ppi", "benzodiazepine", "increased serum concentration"),
+    ("heparin", "nsaid", "bleeding"),
+    ("benzodiazepine", "opioid", "respiratory depression"),
+    ("fluoroquinolone", "Magnesium Sulfate", "reduced absorption"),
 )
 # (class key, minimum age): the class is avoided in older patients (Beers-list style).
 AGE_RULES = (("benzodiazepine", 75), ("nsaid", 80))

@@ -46,6 +46,7 @@ from flame_jax.flame._pipeline import (
     BaselineStage,
     FlameConfig,
     GrpoStage,
+    grpo_policies,
     run_pipeline,
     save_tradeoff_plot,
 )
@@ -141,6 +142,7 @@ __all__ = [
     "greedy_edits",
     "greedy_generator",
     "grpo_loss_fn",
+    "grpo_policies",
     "knowledge_tables",
     "list_examples",
     "list_target",

@@ -16,7 +16,8 @@ checkpoint):
 
 Run folder: ``config.yaml`` (the resolved config), ``baselines/<model>/``, ``knowledge.npz``,
 ``tokenizer/``, ``cls/``, ``sft/``, ``grpo/lambda_<x>/`` (each: ``checkpoints/``,
-``metrics.jsonl``, ``curves.png``, ``policy.npz``), ``eval/`` (``metrics.json``, ``table.md``,
+``metrics.jsonl``, ``curves.png``, ``policy.npz``; with per-task adapters, the same in
+``grpo/lambda_<x>/add/`` and ``.../remove/``), ``eval/`` (``metrics.json``, ``table.md``,
 ``metrics.png``, ``tradeoff.png``).
 
 Choices where the original is inconsistent (spec §10), consistent here: the refusal term is a
@@ -28,7 +29,7 @@ convention in every stage; the KL reference is the SFT policy (adapters off).
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,13 @@ class GrpoStage:
             all). Elsewhere a removal can only cost accuracy, and those prompts' uniformly
             negative removals taught a model trained from scratch to stop editing altogether,
             "add" included (measured on the demo); the interacting ones are where lambda acts.
+        adapters: "shared": one set of adapters trained on both tasks' prompts (the original:
+            one pi_list); "per_task": one set per task, each trained by its own GRPO run (same
+            loop settings) on its task's prompts only, and each used for its task's edits.
+            With one shared set, the prompts where any edit lowers the reward ("remove" under
+            lambda = 0) taught the demo's model trained from scratch to stop editing in the
+            other task too (measured); the tasks are separate episodes with separate prompts
+            (spec 5.1), so separate adapters change no reward or advantage.
         lora: the adapters trained by GRPO (the reference policy is the model without them).
         lambdas: the DDI weights of the sweep (one run each; the first is the table's
             "pi_list after GRPO").
@@ -119,6 +127,7 @@ class GrpoStage:
     tasks: int = 400
     prompts: str = "cls"
     remove_prompts: str = "all"
+    adapters: str = "shared"
     lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(rank=8, alpha=16.0))
     lambdas: tuple[float, ...] = (0.0, 3.0)
     jaccard_weight: float = 1.0
@@ -169,6 +178,10 @@ class GrpoStage:
             raise ValueError(
                 "GrpoStage.remove_prompts must be 'all' or 'interacting', got "
                 f"{self.remove_prompts!r}"
+            )
+        if self.adapters not in ("shared", "per_task"):
+            raise ValueError(
+                f"GrpoStage.adapters must be 'shared' or 'per_task', got {self.adapters!r}"
             )
         try:
             self.shaping(0.0), self.advantage(), self.loss()
@@ -431,6 +444,19 @@ def _rounded(x: float) -> str:
 def grpo_dir(out: Path, lam: float) -> Path:
     """The run's GRPO folder of DDI weight ``lam``."""
     return out / "grpo" / f"lambda_{_rounded(lam)}"
+
+
+EDIT_TASKS = ("add", "remove")
+
+
+def grpo_policies(out: Path, grpo: GrpoStage, lam: float) -> dict[str, Path]:
+    """The trained pi_list of each edit task for DDI weight ``lam``: ``{"add": path, "remove":
+    path}`` (one path twice with ``grpo.adapters == "shared"``, ``<grpo_dir>/<task>/policy.npz``
+    with "per_task")."""
+    folder = grpo_dir(Path(out), lam)
+    if grpo.adapters == "per_task":
+        return {t: folder / t / "policy.npz" for t in EDIT_TASKS}
+    return dict.fromkeys(EDIT_TASKS, folder / "policy.npz")
 
 
 def _stage_baselines(run: _Run) -> None:
@@ -743,6 +769,37 @@ def _stage_sft(run: _Run, *, stop_after: int | None = None) -> None:
 
 
 def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None:
+    from flame_jax.flame._sft import select_examples
+
+    g = run.config.grpo
+    if all(p.is_file() for p in grpo_policies(run.out, g, lam).values()):
+        return
+    enc = run.encoder()
+    if g.prompts == "cls":
+        tasks = _cls_tasks(run, train_parts(run)[1])
+    else:
+        tasks = _tasks(run, g.tasks, 200)
+    ex = _list_examples(run, enc, tasks)
+    if g.remove_prompts == "interacting":
+        ex = select_examples(ex, _keep_interacting_removes(ex, run.dataset.ddi))
+        run.log(f"GRPO prompts: {ex.tasks.count('add')} add, {ex.tasks.count('remove')} remove "
+                "(P0 with an interacting pair)")  # fmt: skip
+    folder = grpo_dir(run.out, lam)
+    if g.adapters == "shared":
+        _grpo_run(run, lam, ex, folder, "", stop_after=stop_after)
+        return
+    for k, task in enumerate(EDIT_TASKS):
+        idx = np.flatnonzero(np.asarray(ex.tasks) == task)
+        if idx.size == 0:
+            raise ValueError(f"GRPO with per-task adapters: no {task!r} prompts to train on")
+        _grpo_run(run, lam, select_examples(ex, idx), folder / task, task,
+                  stop_after=stop_after, seed_offset=k)  # fmt: skip
+
+
+def _grpo_run(
+    run: _Run, lam: float, ex, folder: Path, task: str, *, stop_after, seed_offset: int = 0
+) -> None:
+    """One GRPO training of fresh adapters on the SFT policy over the prompts ``ex``."""
     from flax import nnx
 
     from flame_jax.flame._grpo import grpo_loss_fn, make_rollout
@@ -750,34 +807,21 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     from flame_jax.policy import add_lora
 
     c, g = run.config, run.config.grpo
-    folder = grpo_dir(run.out, lam)
     if (folder / "policy.npz").is_file():
         return
     enc, tables = run.encoder(), run.tables()
     policy = run.policy(enc, tables, run.out / "sft" / "policy.npz")
     add_lora(policy.decoder, g.lora, rngs=nnx.Rngs(c.seed + 3))
-    if g.prompts == "cls":
-        tasks = _cls_tasks(run, train_parts(run)[1])
-    else:
-        tasks = _tasks(run, g.tasks, 200)
-    ex = _list_examples(run, enc, tasks)
-    if g.remove_prompts == "interacting":
-        from flame_jax.flame._sft import select_examples
-
-        ex = select_examples(ex, _keep_interacting_removes(ex, run.dataset.ddi))
-        run.log(f"GRPO prompts: {ex.tasks.count('add')} add, {ex.tasks.count('remove')} remove "
-                "(P0 with an interacting pair)")  # fmt: skip
-    kt = to_knowledge_tables(tables)
     batch_fn = make_rollout(
         ex,
         run.truth,
         enc,
         run.vocabulary(),
-        kt,
+        to_knowledge_tables(tables),
         group_size=g.group_size,
         prompts_per_step=g.loop.batch_size,
         temperature=g.temperature,
-        seed=c.seed + 7,
+        seed=c.seed + 7 + seed_offset,
         vocab_size=policy.decoder.config.vocab_size,
         grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
         bans=_bans(run, enc, ex, policy.decoder.config.vocab_size),
@@ -785,12 +829,13 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
     loss_fn = grpo_loss_fn(
         run.dataset.ddi.astype(bool), shaping=g.shaping(lam), advantage=g.advantage(), loss=g.loss()
     )
-    record = _record(run, f"grpo lambda={lam}", (g, c.prompt, c.list_holdout, c.constrain_edits))
+    name = f"grpo lambda={lam}" + (f" {task}" if task else "")
+    record = _record(run, name, (g, c.prompt, c.list_holdout, c.constrain_edits))
     curves = ("reward", "reward_jaccard", "reward_ddi", "reward_refusal", "kl", "clip_fraction",
               "advantage_std", "completion_length", "tokens_per_s")  # fmt: skip
     _train(
         run, policy, folder, loop=g.loop, stop_after=stop_after,
-        desc=f"step-wise GRPO, lambda={lam:g}", curves=curves,
+        desc=f"step-wise GRPO, lambda={lam:g}" + (f", {task}" if task else ""), curves=curves,
         wrt=nnx.LoRAParam, loss_fn=loss_fn, batch_fn=batch_fn, record=record,
     )  # fmt: skip
 
@@ -824,36 +869,50 @@ def _bans(run: _Run, enc, ex, vocab_size: int):
     return edit_bans(enc, run.vocabulary(), ex, vocab_size)
 
 
-def _edit_final(run: _Run, policy_path: Path, enc, tables, rows, p0) -> np.ndarray:
+def _edit_final(run: _Run, policies: Mapping[str, Path], enc, tables, rows, p0) -> np.ndarray:
+    """The final sets ``(P0 | Add) - Remove`` of ``rows``, each task's greedy edits made by its
+    policy of ``policies`` (``{"add": path, "remove": path}``; one load when both are the same)."""
     from flame_jax.flame._edit_tasks import EditTask
     from flame_jax.flame._evaluate import final_sets, greedy_edits, greedy_generator
     from flame_jax.flame._policy import to_knowledge_tables
+    from flame_jax.flame._sft import select_examples
 
     c = run.config
     tasks = _candidates(run, [
         EditTask(row=int(r), pre_list=tuple(int(d) for d in np.flatnonzero(p)), add=(), remove=())
         for r, p in zip(rows, p0, strict=True)
     ])  # fmt: skip
-    policy = run.policy(enc, tables, policy_path)
-    if run.mesh is not None:  # generation follows the weights' shardings
-        from flame_jax.train import shard_module
-
-        shard_module(policy, run.mesh)
     ex = _list_examples(run, enc, tasks)
     key = (ex.prompts.tokens.shape[1], ex.target_mask.shape[1])
     if key not in run.generators:
         run.generators[key] = greedy_generator(enc, ex, batch_size=c.eval_batch)
-    states = greedy_edits(
-        policy,
-        ex,
-        enc,
-        run.vocabulary(),
-        to_knowledge_tables(tables),
-        batch_size=c.eval_batch,
-        generate=run.generators[key],
-        grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
-        bans=_bans(run, enc, ex, policy.decoder.config.vocab_size),
+    kind = np.asarray(ex.tasks)
+    groups = (
+        [(policies["add"], np.arange(len(kind)))]
+        if policies["add"] == policies["remove"]
+        else [(policies[t], np.flatnonzero(kind == t)) for t in EDIT_TASKS]
     )
+    states: list = [None] * len(kind)
+    for path, idx in groups:
+        policy = run.policy(enc, tables, path)
+        if run.mesh is not None:  # generation follows the weights' shardings
+            from flame_jax.train import shard_module
+
+            shard_module(policy, run.mesh)
+        part = ex if len(idx) == len(kind) else select_examples(ex, idx)
+        done = greedy_edits(
+            policy,
+            part,
+            enc,
+            run.vocabulary(),
+            to_knowledge_tables(tables),
+            batch_size=c.eval_batch,
+            generate=run.generators[key],
+            grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
+            bans=_bans(run, enc, part, policy.decoder.config.vocab_size),
+        )
+        for i, state in zip(idx.tolist(), done, strict=True):
+            states[i] = state
     added, removed = states[0::2], states[1::2]
     return final_sets([t.pre_list for t in tasks], added, removed, run.dataset.num_meds)
 
@@ -908,11 +967,12 @@ def _stage_eval(run: _Run) -> tuple[str, dict[str, Any]]:
                 )
             )
     reports.append(report("pi_cls alone", 1, p0, p_yes))
-    sft = _edit_final(run, run.out / "sft" / "policy.npz", enc, tables, rows, p0)
+    sft_path = run.out / "sft" / "policy.npz"
+    sft = _edit_final(run, dict.fromkeys(EDIT_TASKS, sft_path), enc, tables, rows, p0)
     reports.append(report("pi_list after SFT", 2, sft))
     tradeoff = []
     for k, lam in enumerate(c.grpo.lambdas):
-        sets = _edit_final(run, grpo_dir(run.out, lam) / "policy.npz", enc, tables, rows, p0)
+        sets = _edit_final(run, grpo_policies(run.out, c.grpo, lam), enc, tables, rows, p0)
         r = report(f"pi_list after GRPO (lambda={lam:g})", 3 + k, sets)
         reports.append(r)
         tradeoff.append((lam, r))

@@ -364,7 +364,8 @@ def rollout_statistics(
     For each ``lam`` of ``config.grpo.lambdas`` whose GRPO policy is in the finished run folder
     ``folder``, one batch of ``prompts`` x G rollouts is drawn (the same prompts and sampling key
     for every policy) and scored by ``flame_jax.rl.make_grid_fn`` under every lambda of the run
-    in one jitted, vmapped program.
+    in one jitted, vmapped program. With per-task adapters (``grpo.adapters``), each task's
+    adapters draw a batch of their task's prompts and the statistics are the mean of the two.
 
     Returns:
         Rows ``{"trained_lambda", "lambda", <GridStats fields>}``.
@@ -373,8 +374,16 @@ def rollout_statistics(
     import jax.numpy as jnp
 
     from flame_jax.flame._grpo import make_rollout
-    from flame_jax.flame._pipeline import _cls_tasks, _list_examples, _Run, _tasks, grpo_dir
+    from flame_jax.flame._pipeline import (
+        EDIT_TASKS,
+        _cls_tasks,
+        _list_examples,
+        _Run,
+        _tasks,
+        grpo_policies,
+    )
     from flame_jax.flame._policy import to_knowledge_tables
+    from flame_jax.flame._sft import select_examples
     from flame_jax.rl import make_grid_fn, shaping_grid
 
     folder = Path(folder)
@@ -395,23 +404,31 @@ def rollout_statistics(
         step_weight=[g.step_weight],
     )
     grid_fn = jax.jit(make_grid_fn(g.advantage(), gamma=g.gamma, refusal=g.refusal))
-    batch_fn = None
+    if g.adapters == "per_task":  # each task's adapters on that task's prompts
+        kinds = np.asarray(ex.tasks)
+        parts = [(t, select_examples(ex, np.flatnonzero(kinds == t))) for t in EDIT_TASKS]
+    else:
+        parts = [("add", ex)]
+    batch_fns: dict[int, Any] = {}
     rows = []
     for trained in g.lambdas:
-        path = grpo_dir(folder, trained) / "policy.npz"
-        policy = run.policy(enc, tables, path)
-        if batch_fn is None:
-            batch_fn = make_rollout(
-                ex, run.truth, enc, run.vocabulary(), kt, group_size=g.group_size,
-                prompts_per_step=prompts, temperature=g.temperature, seed=config.seed + 11,
-                vocab_size=policy.decoder.config.vocab_size,
+        paths = grpo_policies(folder, g, trained)
+        per_part = []
+        for k, (task, part) in enumerate(parts):
+            policy = run.policy(enc, tables, paths[task])
+            if k not in batch_fns:
+                batch_fns[k] = make_rollout(
+                    part, run.truth, enc, run.vocabulary(), kt, group_size=g.group_size,
+                    prompts_per_step=prompts, temperature=g.temperature, seed=config.seed + 11,
+                    vocab_size=policy.decoder.config.vocab_size,
+                )  # fmt: skip
+            batch, _ = batch_fns[k](0, policy)
+            out = grid_fn(
+                grid, batch["initial"], batch["truth"], ddi, *batch["episodes"],
+                batch["token_steps"], batch["completion_mask"],
             )  # fmt: skip
-        batch, _ = batch_fn(0, policy)
-        out = grid_fn(
-            grid, batch["initial"], batch["truth"], ddi, *batch["episodes"],
-            batch["token_steps"], batch["completion_mask"],
-        )  # fmt: skip
-        stats = {k: np.asarray(v, np.float64) for k, v in out.stats._asdict().items()}
+            per_part.append({k: np.asarray(v, np.float64) for k, v in out.stats._asdict().items()})
+        stats = {k: np.mean([p[k] for p in per_part], axis=0) for k in per_part[0]}
         for p, lam in enumerate(g.lambdas):
             rows.append({"trained_lambda": trained, "lambda": lam,
                          **{k: float(v[p]) for k, v in stats.items()}})  # fmt: skip

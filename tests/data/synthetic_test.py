@@ -68,6 +68,7 @@ def _substitutable_members(rules: PlantedRules) -> list[np.ndarray]:
         ("p_give", 1.5),
         ("p_avoid", -0.1),
         ("ddi_density", 2.0),
+        ("class_ddi_density", 1.5),
         ("noise_drug_rate", float("nan")),
         ("popularity_skew", -1.0),
     ],
@@ -272,6 +273,50 @@ def test_interacting_drugs_are_avoided_when_both_indicated(medium):
     assert (
         medium.dataset.statistics()["ddi_rate_truth"]
         < 0.7 * careless.dataset.statistics()["ddi_rate_truth"]
+    )
+
+
+def test_class_level_interactions_plant_the_curated_member_pairs():
+    """``class_ddi_density`` adds the curated class-level interactions (every member pair at 1,
+    some at 0.5) on top of the random ones, which stay as they were; companions never interact."""
+    from flame_jax.data import _synthetic_vocab as V
+
+    base = SyntheticConfig.tiny(drugs=60, patients=60)
+    plain, half, full = (
+        generate_cohort(dataclasses.replace(base, class_ddi_density=p)) for p in (0.0, 0.5, 1.0)
+    )
+    titles = list(full.dataset.med_vocab.titles)
+    stems = {c.key: c.stem for c in V.CLASSES}
+    by_stem = {c.stem.strip("-"): list(c.members) for c in full.rules.classes}
+
+    def members(key):
+        if key in stems:
+            return by_stem.get(stems[key], [])
+        return [titles.index(key)] if key in titles else []
+
+    companions = {tuple(sorted((c.trigger, c.companion))) for c in full.rules.companions}
+    kinds = {(r.a, r.b): r.kind for r in full.rules.interactions}
+    curated = {}
+    for left, right, kind in V.CLASS_INTERACTIONS:
+        for a in members(left):
+            for b in members(right):
+                if tuple(sorted((a, b))) not in companions:
+                    curated[tuple(sorted((a, b)))] = kind
+    assert len(curated) > 20
+    for (a, b), kind in curated.items():
+        assert full.dataset.ddi[a, b] and kinds[(a, b)] == kind, (titles[a], titles[b])
+    for a, b in companions:
+        assert not full.dataset.ddi[a, b]
+    # the random interactions are unchanged; what is added is curated
+    assert (plain.dataset.ddi <= half.dataset.ddi).all() and (
+        half.dataset.ddi <= full.dataset.ddi
+    ).all()
+    added = np.argwhere(np.triu(full.dataset.ddi > plain.dataset.ddi, 1))
+    assert len(added) and all(tuple(p) in curated for p in added.tolist())
+    new_half = np.triu(half.dataset.ddi > plain.dataset.ddi, 1).sum()
+    assert 0.2 * len(added) < new_half < 0.8 * len(added)
+    assert (
+        full.dataset.statistics()["ddi_rate_truth"] > plain.dataset.statistics()["ddi_rate_truth"]
     )
 
 

@@ -171,3 +171,73 @@ def test_interacting_remove_prompts_keep_every_add_and_the_unsafe_removes():
         select_examples(ex, np.array([], np.int64))
     with pytest.raises(ValueError, match="remove_prompts"):
         FlameConfig.demo(grpo=dataclasses.replace(CONFIG.grpo, remove_prompts="some"))
+
+
+def test_per_task_adapters_train_and_edit_each_task_with_its_own_policy(run_dir, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    """ "per_task": one GRPO run per task on that task's prompts only, and each task's edits at
+    evaluation made by its own policy; the final sets are (P0 | Add_add) - Remove_remove."""
+    import flame_jax.flame._evaluate as evaluate
+    import flame_jax.flame._grpo as grpo
+    from flame_jax.flame._pipeline import EDIT_TASKS, _edit_final, _p0, grpo_policies
+    from flame_jax.flame._sweep import rollout_statistics
+
+    config = dataclasses.replace(CONFIG, grpo=dataclasses.replace(CONFIG.grpo, adapters="per_task"))
+    lam = config.grpo.lambdas[-1]
+    for part in ("tokenizer", "cls", "sft"):
+        shutil.copytree(run_dir / part, tmp_path / part)
+    run = _Run(config, tmp_path, False, lambda s: None)
+
+    seen = []
+    make_rollout = grpo.make_rollout
+
+    def spy_rollout(ex, *args, **kwargs):
+        seen.append(set(ex.tasks))
+        return make_rollout(ex, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "make_rollout", spy_rollout)
+    _stage_grpo(run, lam)
+    assert seen == [{"add"}, {"remove"}]
+    paths = grpo_policies(tmp_path, config.grpo, lam)
+    assert paths == {t: grpo_dir(tmp_path, lam) / t / "policy.npz" for t in EDIT_TASKS}
+    for task in EDIT_TASKS:
+        assert paths[task].is_file()
+        rows = read_metrics(paths[task].parent / "metrics.jsonl")
+        assert [r["step"] for r in rows] == [1, 2, 3]
+    add_w, rem_w = (dict(np.load(paths[t])) for t in EDIT_TASKS)
+    assert any(not np.array_equal(add_w[k], rem_w[k]) for k in add_w)  # two trainings
+    _stage_grpo(run, lam)  # finished: skipped
+    assert len(seen) == 2
+    shared = grpo_policies(tmp_path, CONFIG.grpo, lam)
+    assert shared == dict.fromkeys(EDIT_TASKS, grpo_dir(tmp_path, lam) / "policy.npz")
+
+    # evaluation: the add examples go to the add policy, the remove examples to the remove one
+    loaded, calls = [], []
+    policy_fn, greedy = run.policy, evaluate.greedy_edits
+    monkeypatch.setattr(run, "policy", lambda e, t, p: loaded.append(p) or policy_fn(e, t, p))
+
+    def spy_edits(policy, ex, *args, **kwargs):
+        states = greedy(policy, ex, *args, **kwargs)
+        calls.append((loaded[-1], ex.tasks, ex.rows.tolist(), states))
+        return states
+
+    monkeypatch.setattr(evaluate, "greedy_edits", spy_edits)
+    rows = run.dataset.split_rows("test")
+    p0 = _p0(run)[1][rows]
+    final = _edit_final(run, paths, run.encoder(), run.tables(), rows, p0)
+    assert [c[0] for c in calls] == [paths["add"], paths["remove"]]
+    assert set(calls[0][1]) == {"add"} and set(calls[1][1]) == {"remove"}
+    assert calls[0][2] == calls[1][2] == rows.tolist()
+    want = evaluate.final_sets([np.flatnonzero(p).tolist() for p in p0], calls[0][3], calls[1][3],
+                               run.dataset.num_meds)  # fmt: skip
+    np.testing.assert_array_equal(final, want)
+
+    # the sweep's rollout statistics read both tasks' policies
+    stats = rollout_statistics(
+        dataclasses.replace(config, grpo=dataclasses.replace(config.grpo, lambdas=(lam,))),
+        tmp_path,
+        prompts=2,
+    )
+    assert len(stats) == 1 and all(np.isfinite(v) for k, v in stats[0].items())
+    with pytest.raises(ValueError, match="adapters"):
+        FlameConfig.demo(grpo=dataclasses.replace(CONFIG.grpo, adapters="both"))
