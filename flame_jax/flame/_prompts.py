@@ -325,6 +325,11 @@ def cls_target(label: bool | np.bool_) -> str:
     return "Yes." if label else "No."
 
 
-def list_target(dataset: Dataset, drugs: Sequence[int] | np.ndarray) -> str:
-    """The target of a list-editing example: names sorted by index, one per line ("" if none)."""
-    return "\n".join(dataset.med_vocab.titles[d] for d in sorted({int(d) for d in drugs}))
+def list_target(
+    dataset: Dataset, drugs: Sequence[int] | np.ndarray, *, keep_order: bool = False
+) -> str:
+    """The target of a list-editing example: names one per line ("" if none), sorted by index
+    (``keep_order``: in the given order), each drug once."""
+    ids = [int(d) for d in drugs]
+    ids = list(dict.fromkeys(ids)) if keep_order else sorted(set(ids))
+    return "\n".join(dataset.med_vocab.titles[d] for d in ids)

@@ -2,7 +2,9 @@
 
 Every :class:`~flame_jax.flame.EditTask` gives two examples: the "add" prompt (target: the missed
 drugs, one name per line) and the "remove" prompt (target: the extra drugs), each target followed
-by EOS (an empty target is EOS alone). Loss: the mean token cross-entropy of the targets
+by EOS (an empty target is EOS alone). Names are in index order, except that an "add" prompt that
+lists candidates gets its candidates first, in the listed order (best-scored first: the most
+likely right add is the first line). Loss: the mean token cross-entropy of the targets
 (teacher-forced, prompt tokens masked out).
 """
 
@@ -90,7 +92,14 @@ def list_examples(
             )
             e = encoder.encode(p)
             prompts.append(visit_drug_refs(e, t.row, dataset.num_meds) if evidence else e)
-            targets.append(encoder.encode_target(list_target(dataset, getattr(t, kind))))
+            drugs = getattr(t, kind)
+            if kind == "add" and t.candidates:
+                listed = [d for d in t.candidates if d in set(drugs)]
+                drugs = listed + sorted(set(drugs) - set(listed))
+                target = list_target(dataset, drugs, keep_order=True)
+            else:
+                target = list_target(dataset, drugs)
+            targets.append(encoder.encode_target(target))
             rows.append(t.row)
             kinds_out.append(kind)
             initial.append(tuple(t.pre_list))

@@ -87,3 +87,33 @@ def test_edit_bans_keep_each_edit_to_the_drugs_it_can_act_on(dataset, encoder):
             ids = [*encoder.text_ids(vocab.names[d] + "\n"), encoder.eos_id]
             allowed = _accepts(grammar, header, ids) and not bans[k, ids].any()
             assert allowed == (d in ok), (k, tasks[k], d)
+
+
+def test_add_targets_list_the_candidates_first_in_their_order(dataset, encoder, previous):
+    """With candidates in the prompt, the "add" target names the candidates it holds in the
+    listed order (best-scored first), then any other drug by index; otherwise index order."""
+    from flame_jax.flame import EditTask, PromptConfig, list_examples
+
+    titles = dataset.med_vocab.titles
+    config = PromptConfig(history=False, candidates=3)
+    rng = np.random.default_rng(4)
+    m = len(titles)
+    tasks = []
+    for k in range(10):
+        p0 = rng.choice(m, size=3, replace=False)
+        rest = rng.permutation([d for d in range(m) if d not in p0])
+        cands = tuple(int(d) for d in rest[:3]) if k % 4 else ()
+        add = tuple(sorted(int(d) for d in rng.choice(rest[:6], size=k % 4, replace=False)))
+        remove = tuple(sorted(int(d) for d in p0[: k % 3]))
+        tasks.append(EditTask(row=k, pre_list=tuple(sorted(p0.tolist())), add=add, remove=remove,
+                              candidates=cands))  # fmt: skip
+    ex = list_examples(dataset, encoder, tasks, config=config, previous=previous)
+    for i, t in enumerate(tasks):
+        for j, kind in enumerate(("add", "remove")):
+            want = sorted(getattr(t, kind))
+            if kind == "add" and t.candidates:
+                first = [d for d in t.candidates if d in t.add]
+                want = first + sorted(set(t.add) - set(first))
+            ids = ex.targets[2 * i + j][ex.target_mask[2 * i + j]]
+            want_ids = encoder.encode_target("\n".join(titles[d] for d in want))
+            assert ids.tolist() == list(want_ids), (i, kind)

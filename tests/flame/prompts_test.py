@@ -100,6 +100,7 @@ def test_targets_and_bad_input(dataset):
     titles = dataset.med_vocab.titles
     assert list_target(dataset, [4, 2, 4]) == f"{titles[2]}\n{titles[4]}"
     assert list_target(dataset, []) == ""
+    assert list_target(dataset, [4, 2, 4], keep_order=True) == f"{titles[4]}\n{titles[2]}"
     with pytest.raises(ValueError, match="task must be"):
         render_list_prompt(dataset, 0, [], "swap")
     with pytest.raises(IndexError, match="visit row"):
