@@ -27,6 +27,7 @@ from flame_jax.flame._encode import (
 from flame_jax.flame._evaluate import final_sets, greedy_edits, greedy_generator
 from flame_jax.flame._grpo import (
     banned_tokens,
+    constrained_support,
     edit_bans,
     edit_grammar,
     grpo_loss_fn,
@@ -131,6 +132,7 @@ __all__ = [
     "cls_loss",
     "cls_target",
     "consensus_sweep",
+    "constrained_support",
     "demo_checks",
     "edit_bans",
     "edit_grammar",

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from flame_jax.arraytypes import Array, Bool, Int
 from flame_jax.flame._encode import PromptEncoder
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._sft import ListExamples
@@ -41,6 +42,7 @@ from flame_jax.rl import (
 
 __all__ = [
     "banned_tokens",
+    "constrained_support",
     "edit_grammar",
     "grpo_loss_fn",
     "make_rollout",
@@ -173,9 +175,13 @@ def make_rollout(
 ):
     """``batch_fn(step, policy) -> (device batch, host metrics)`` drawing GRPO rollouts.
 
-    ``grammar``: optional constrained decoding (:func:`edit_grammar`); the old log-probs stay the
-    unconstrained policy's. ``bans``: optional per-example token bans ``[examples, vocab]``
-    (:func:`edit_bans`).
+    ``grammar``: optional constrained decoding (:func:`edit_grammar`). The policy is then the
+    constrained one: the old log-probs are the sampler's ``constrained_logprobs`` (banned tokens,
+    grammar and bans removed, renormalised), and the batch carries what :func:`grpo_loss_fn`
+    needs to compute the policy's and the reference's log-probs the same way (``"allowed"``:
+    the grammar's tables and each row's banned tokens). A token the grammar forces then has
+    log-prob 0 under every policy: no gradient, ratio 1, KL 0. ``bans``: optional per-example
+    token bans ``[examples, vocab]`` (:func:`edit_bans`).
     """
     n, lp = examples.prompts.tokens.shape
     lc = examples.targets.shape[1]
@@ -187,9 +193,13 @@ def make_rollout(
         pad_id=encoder.pad_id,
         min_batch_bucket=group_size * prompts_per_step,
         min_length_bucket=lp,
+        constrained_logprobs=grammar is not None,
     )
     generate = make_generator(sampling)
     banned = jnp.asarray(banned_tokens(encoder, vocab_size))
+    if grammar is not None:
+        token_class = jnp.asarray(grammar.token_class, jnp.int32)
+        class_allowed = jnp.asarray(grammar.allowed, bool)
 
     def batch_fn(step: int, policy: FlamePolicy) -> tuple[dict[str, Any], dict[str, float]]:
         rng = np.random.default_rng([int(seed), int(step)])
@@ -202,12 +212,13 @@ def make_rollout(
             graphdef, state, jnp.asarray(tokens), jnp.asarray(kind), jnp.asarray(ref), tables
         )
         key = jax.random.fold_in(jax.random.key(int(seed)), int(step))
+        row_banned = banned[None, :] if bans is None else bans[rep] | banned[None, :]
         gen = generate(
             policy.decoder,
             tokens,
             mask,
             key=key,
-            banned=banned if bans is None else bans[rep] | banned[None, :],
+            banned=banned if bans is None else row_banned,
             prompt_embeddings=emb,
             grammar=grammar,
         )
@@ -236,6 +247,9 @@ def make_rollout(
             "episodes": tuple(jnp.asarray(a) for a in arrays),
             "tables": tables,
         }
+        if grammar is not None:
+            rows_banned = jnp.broadcast_to(jnp.asarray(row_banned), (len(rep), vocab_size))
+            batch["allowed"] = (token_class, class_allowed, rows_banned)
         host = {
             "tokens": float(lengths.sum() + mask.sum()),
             "completion_length": float(lengths.mean()),
@@ -248,6 +262,20 @@ def make_rollout(
 @functools.partial(jax.jit, static_argnums=(0,))
 def _embed(graphdef, state, tokens, kind, ref, tables):
     return nnx.merge(graphdef, state).embed(tokens, kind, ref, tables)
+
+
+def constrained_support(
+    last_prompt_token: Int[Array, " batch"],
+    completion: Int[Array, "batch completion"],
+    token_class: Int[Array, " vocab"],
+    class_allowed: Bool[Array, "classes vocab"],
+    row_banned: Bool[Array, "batch vocab"],
+) -> Bool[Array, "batch completion vocab"]:
+    """The tokens constrained decoding could draw at each completion position: those the grammar
+    allows after the previous token (the prompt's last one for the first), minus the row's
+    banned tokens (the sampler's rule, ``flame_jax.policy.make_generator``)."""
+    prev = jnp.concatenate([last_prompt_token[:, None], completion[:, :-1]], axis=1)
+    return class_allowed[token_class[prev]] & ~row_banned[:, None, :]
 
 
 def grpo_loss_fn(
@@ -269,8 +297,18 @@ def grpo_loss_fn(
         comp = batch["completion"].reshape(b * g, lc)
         cmask = batch["completion_mask"].reshape(b * g, lc)
         emb = policy.embed(tokens, kind, ref, batch["tables"])
+        allowed = None
+        if "allowed" in batch:  # constrained decoding: the constrained policy's log-probs
+            allowed = constrained_support(tokens[:, -1], comp, *batch["allowed"])
         logp = completion_logprobs(
-            policy.decoder, tokens, mask, comp, cmask, prompt_embeddings=emb, lora=True
+            policy.decoder,
+            tokens,
+            mask,
+            comp,
+            cmask,
+            prompt_embeddings=emb,
+            lora=True,
+            allowed=allowed,
         ).reshape(b, g, lc)
         ref_logp = completion_logprobs(
             policy.decoder,
@@ -280,6 +318,7 @@ def grpo_loss_fn(
             cmask,
             prompt_embeddings=jax.lax.stop_gradient(emb),
             lora=False,
+            allowed=allowed,
         ).reshape(b, g, lc)
         ref_logp = jax.lax.stop_gradient(ref_logp)
         drug, delta, valid, step_mask = batch["episodes"]

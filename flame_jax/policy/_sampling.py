@@ -19,7 +19,10 @@ Per step, from the model's float32 next-token logits ``z``:
 
 Returned log-probs are of the **base policy**: ``log_softmax(z)[token]`` of the raw logits, before
 the ban, temperature and filtering, so they equal the teacher-forced ``completion_logprobs`` of
-the same sequence (the "old policy" log-probs of GRPO).
+the same sequence (the "old policy" log-probs of GRPO). With ``constrained_logprobs`` they are of
+the **constrained policy** instead: the raw logits with the banned tokens, the grammar's and the
+per-row bans' disallowed tokens removed, renormalised (still before temperature and filtering);
+they equal ``completion_logprobs(..., allowed=...)`` with the same mask.
 
 Stopping: a row stops after an EOS id (``eos_ids``) or after a stop sequence. Stop strings are
 matched **as token sequences on device** (``stop_sequences``: tuples of ids, e.g. from
@@ -76,6 +79,8 @@ class SamplingConfig:
         pad_id: id written after a row has stopped.
         min_batch_bucket: smallest batch bucket (batch sizes are padded to powers of two).
         min_length_bucket: smallest prompt-length bucket (lengths padded to powers of two).
+        constrained_logprobs: return the log-probs of the constrained policy (``banned``, the
+            grammar and the per-row bans applied, renormalised) instead of the base policy's.
     """
 
     max_new_tokens: int = 64
@@ -87,6 +92,7 @@ class SamplingConfig:
     pad_id: int = 0
     min_batch_bucket: int = 1
     min_length_bucket: int = 16
+    constrained_logprobs: bool = False
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -362,7 +368,10 @@ def _decode(
         token = sample_tokens(
             jnp.where(allowed, logits, -jnp.inf), key=sub, config=config, banned=banned
         )
-        logp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=1)
+        source = logits
+        if config.constrained_logprobs:
+            source = jnp.where(allowed & ~banned[None, :], logits, -jnp.inf)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(source, axis=-1), token[:, None], axis=1)
         token = jnp.where(done, config.pad_id, token)
         logp = jnp.where(done, 0.0, logp[:, 0])
         out = out.at[:, step].set(token)

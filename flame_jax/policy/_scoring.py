@@ -267,6 +267,7 @@ def completion_logprobs(
     prompt_embeddings: Float[Array, "batch prompt dim"] | None = None,
     chunk_size: int = 4096,
     lora: bool = True,
+    allowed: Bool[Array, "batch completion vocab"] | None = None,
 ) -> Float[Array, "batch completion"]:
     """Per-token log-probs of completions given left-padded prompts (the GRPO / SFT quantity).
 
@@ -282,6 +283,10 @@ def completion_logprobs(
         prompt_embeddings: fused prompt embeddings (knowledge fusion) instead of ``embed``.
         chunk_size: vocabulary chunk.
         lora: False runs the decoder with its LoRA adapters off (the reference policy).
+        allowed: the log-probs of a constrained policy: at each real completion position only
+            these tokens (which must include the completion's token) are possible, and the
+            distribution is renormalised over them (the sampler's ``constrained_logprobs``).
+            Computed with dense ``[batch, completion, vocab]`` logits (not chunked).
 
     Returns:
         ``[batch, completion]`` float32 log-probabilities.
@@ -307,6 +312,8 @@ def completion_logprobs(
         )
     prompt = prompt_tokens.shape[1]
     if prompt == 0:
+        if allowed is not None:
+            raise ValueError("completion_logprobs: allowed needs a prompt of >= 1 token")
         logp = token_logprobs(
             model, tokens, mask, embeddings=embeddings, chunk_size=chunk_size, lora=lora
         )
@@ -314,6 +321,14 @@ def completion_logprobs(
     if embeddings is None:
         embeddings = model.embed(tokens)
     hidden, _ = model(embeddings, positions_from_mask(mask), kv_mask=mask, lora=lora)
+    seen = jnp.cumsum(mask.astype(jnp.int32), axis=1)[:, prompt - 1 : -1] > 0
+    if allowed is not None:
+        logits = model.logits(hidden[:, prompt - 1 : -1]).astype(jnp.float32)
+        keep = allowed | ~(completion_mask & seen)[..., None]  # padding: any finite value
+        logits = jnp.where(keep, logits, -jnp.inf)
+        picked = jnp.take_along_axis(logits, completion_tokens[..., None], axis=-1)[..., 0]
+        logp = picked - jax.nn.logsumexp(logits, axis=-1)
+        return jnp.where(completion_mask & seen, logp, 0.0)
     # Only the states that predict completion tokens go through the vocabulary projection (the
     # prompt's next-token log-probs would be computed and thrown away).
     logp = chunked_token_logprobs(
@@ -322,7 +337,6 @@ def completion_logprobs(
         completion_tokens,
         chunk_size=chunk_size,
     )
-    seen = jnp.cumsum(mask.astype(jnp.int32), axis=1)[:, prompt - 1 : -1] > 0
     return jnp.where(completion_mask & seen, logp, 0.0)
 
 

@@ -123,3 +123,69 @@ def test_final_sets_against_sets():
     got = final_sets(p0, added, removed, 9)
     for i in range(20):
         assert set(np.flatnonzero(got[i])) == reference_final(p0[i], added[i], removed[i])
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_grpo_rollouts_and_loss_use_one_policy(dataset, encoder, tables, previous, policy,
+                                               constrained):  # fmt: skip
+    """With constrained decoding, the rollout's old log-probs are the constrained policy's
+    (float64 reference over the tokens the grammar and bans allowed) and the loss scores the
+    completions the same way, so the ratio is 1 before the update; without, both are the base
+    policy's."""
+    from flame_jax.flame import (
+        PromptConfig,
+        constrained_support,
+        edit_bans,
+        edit_grammar,
+        grpo_loss_fn,
+        make_rollout,
+        with_candidates,
+    )
+    from flame_jax.rl import AdvantageConfig, DrugVocabulary, LossConfig, ShapingConfig
+
+    truth = dataset.visits.med.multi_hot(dataset.num_meds)
+    rng = np.random.default_rng(2)
+    tasks = [EditTask(row=r, pre_list=tuple(sorted(rng.choice(dataset.num_meds, 3, replace=False)
+                                                   .tolist())), add=(), remove=())
+             for r in range(6)]  # fmt: skip
+    tasks = with_candidates(tasks, rng.random((len(dataset.visits), dataset.num_meds)), 3)
+    config = PromptConfig(history=False, candidates=3, interaction_notes=True)
+    ex = list_examples(dataset, encoder, tasks, config=config, previous=previous,
+                       target_length=24)  # fmt: skip
+    vocab = DrugVocabulary(names=tuple(dataset.med_vocab.titles))
+    size = policy.decoder.config.vocab_size
+    grammar = edit_grammar(encoder, vocab, size) if constrained else None
+    bans = edit_bans(encoder, vocab, ex, size) if constrained else None
+    kt = to_knowledge_tables(tables)
+    batch_fn = make_rollout(ex, truth, encoder, vocab, kt, group_size=3, prompts_per_step=4,
+                            temperature=1.0, seed=1, vocab_size=size, grammar=grammar,
+                            bans=bans)  # fmt: skip
+    batch, _ = batch_fn(0, policy)
+    assert ("allowed" in batch) == constrained
+    old = np.asarray(batch["old_logp"]).reshape(12, -1)
+    comp = np.asarray(batch["completion"]).reshape(12, -1)
+    cmask = np.asarray(batch["completion_mask"]).reshape(12, -1)
+    tokens, pmask, kind, ref = (np.asarray(x) for x in batch["prompt"])
+    if constrained:
+        allowed = np.asarray(constrained_support(jnp.asarray(tokens[:, -1]), jnp.asarray(comp),
+                                                 *batch["allowed"]))  # fmt: skip
+    for i in range(12):
+        real = pmask[i]
+        n = int(cmask[i].sum())
+        seq = np.concatenate([tokens[i][real], comp[i, :n]])
+        zeros = np.zeros(len(seq), np.int32)
+        logp = reference_logprobs(
+            policy, tables, seq, np.concatenate([kind[i][real], zeros[: n]]),
+            np.concatenate([ref[i][real], zeros[: n]]),
+        )  # fmt: skip
+        start = int(real.sum()) - 1
+        for t in range(n):
+            z = logp[start + t]
+            if constrained:
+                z = z - np.log(np.exp(z[allowed[i, t]]).sum())
+            np.testing.assert_allclose(old[i, t], z[comp[i, t]], atol=3e-5)
+    loss_fn = grpo_loss_fn(dataset.ddi.astype(bool), shaping=ShapingConfig(),
+                           advantage=AdvantageConfig(), loss=LossConfig())  # fmt: skip
+    _, aux = nnx.jit(loss_fn)(policy, batch)
+    np.testing.assert_allclose(float(aux["ratio_mean"]), 1.0, atol=1e-4)
+    assert float(aux["kl"]) < 1e-6  # no adapters: the reference is the policy itself

@@ -200,3 +200,52 @@ def test_lora_switch_is_forwarded():
     np.testing.assert_allclose(off, fn(base, tokens, mask, chunk_size=64), atol=1e-6)
     on = fn(adapted, tokens, mask, chunk_size=64)
     assert float(jnp.abs(on - off).max()) > 1e-3
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_constrained_completion_logprobs_match_float64(model, use_jit):
+    """``allowed``: log-softmax renormalised over each position's allowed tokens (float64
+    reference from the plain forward), 0 at padding; a token that is the only one allowed has
+    log-prob 0 and no gradient."""
+    rng = np.random.default_rng(7)
+    vocab = model.config.vocab_size
+    prompts = np.array([[0, 0, 3, 4], [5, 6, 7, 8], [0, 9, 10, 11]])
+    pmask = prompts != 0
+    comp = np.array([[9, 10, 11, 12], [12, 13, 0, 0], [14, 15, 16, 0]])
+    cmask = comp != 0
+    allowed = rng.random((3, 4, vocab)) < 0.4
+    allowed[np.arange(3)[:, None], np.arange(4)[None, :], comp] = True  # the drawn token
+    allowed[0, 1] = False
+    allowed[0, 1, comp[0, 1]] = True  # forced
+    allowed[1, 2:] = False  # padding positions: ignored, even with nothing allowed
+
+    def fn(m, *a):
+        return completion_logprobs(m, *a, chunk_size=40, allowed=jnp.asarray(allowed))
+
+    fn = nnx.jit(fn) if use_jit else fn
+    args = (model, *(jnp.asarray(a) for a in (prompts, pmask, comp, cmask)))
+    got = np.asarray(fn(*args))
+    for i in range(3):
+        p = prompts[i][pmask[i]].tolist()
+        c = comp[i][cmask[i]].tolist()
+        ref = full_logits(model, p + c)
+        for t in range(len(c)):
+            z = ref[len(p) - 1 + t]
+            ok = allowed[i, t]
+            want = z[c[t]] - np.log(np.exp(z[ok]).sum())
+            np.testing.assert_allclose(got[i, t], want, atol=2e-5)
+        assert (got[i, len(c) :] == 0).all()
+    assert got[0, 1] == 0.0
+    # unconstrained values where every token is allowed
+    everything = np.ones_like(allowed)
+    free = completion_logprobs(*args, chunk_size=40, allowed=jnp.asarray(everything))
+    plain = completion_logprobs(*args, chunk_size=40)
+    np.testing.assert_allclose(np.asarray(free), np.asarray(plain), atol=2e-5)
+    graphdef, state = nnx.split(model)
+    grads = jax.grad(lambda s: fn(nnx.merge(graphdef, s), *args[1:])[0, 1])(state)
+    assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads))
+    grads = jax.grad(lambda s: fn(nnx.merge(graphdef, s), *args[1:]).sum())(state)
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+    with pytest.raises(ValueError, match="allowed needs a prompt"):
+        completion_logprobs(model, jnp.zeros((3, 0), jnp.int32), jnp.zeros((3, 0), bool),
+                            *args[3:], allowed=jnp.asarray(allowed))  # fmt: skip
