@@ -454,7 +454,8 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
             compiler propagates the inputs' shardings.
         grammar: optional :class:`TokenGrammar`: a token may only follow the previous one
             (the prompt's last token for the first) if the grammar allows it (constrained
-            decoding); the returned log-probs stay the unconstrained policy's.
+            decoding); the returned log-probs are the base policy's unless
+            ``constrained_logprobs`` is set in the config.
 
     Examples:
         >>> make_generator(SamplingConfig(max_new_tokens=4, temperature=0)).compilations()

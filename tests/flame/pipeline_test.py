@@ -135,6 +135,15 @@ def test_experiment_configs_load():
     assert paper.list_holdout == 0 and paper.sft_prompts == "synthetic"
     assert not paper.constrain_edits and paper.grpo.prompts == "synthetic"
     assert len(configs["lambda_sweep"].grpo.lambdas) >= 2
+    # the CPU ablations differ from the demo only in what they vary
+    demo = FlameConfig.demo()
+    for name in ("ablation_outcome_only", "ablation_no_fusion", "lambda_sweep"):
+        c = configs[name]
+        assert c.synthetic == demo.synthetic, name
+        same = dataclasses.replace(
+            c.grpo, lambdas=demo.grpo.lambdas, step_weight=demo.grpo.step_weight
+        )
+        assert same == demo.grpo, name
 
 
 def test_interacting_remove_prompts_keep_every_add_and_the_unsafe_removes():
