@@ -1,8 +1,9 @@
 """The default demo: the whole FLAME pipeline on the built-in synthetic cohort, on CPU.
 
 ``run_demo`` runs :func:`~flame_jax.flame.run_pipeline` with ``FlameConfig.demo()`` (a
-400-patient cohort, smaller than ``SyntheticConfig()``'s 2,000, for time, with ``p_avoid=0.3`` so
-that interacting pairs occur in the ground truth) and prints one table:
+400-patient cohort, smaller than ``SyntheticConfig()``'s 2,000, for time, with ``p_avoid=0.3`` and
+class-level interactions so that interacting pairs occur in the ground truth and among pi_cls's
+candidates; per-task GRPO adapters) and prints one table:
 most-frequent, the three baselines, pi_cls alone, pi_list after SFT, pi_list after step-wise GRPO
 for each lambda, and the planted oracle, on the test split with bootstrap std. It also reports, as
 measured (never assumed), whether GRPO beat pi_cls on Jaccard and whether the larger lambda gave a
