@@ -809,18 +809,18 @@ def _stage_grpo(run: _Run, lam: float, *, stop_after: int | None = None) -> None
                 "(P0 with an interacting pair)")  # fmt: skip
     folder = grpo_dir(run.out, lam)
     if g.adapters == "shared":
-        _grpo_run(run, lam, ex, folder, "", stop_after=stop_after)
+        _grpo_run(run, lam, enc, ex, folder, "", stop_after=stop_after)
         return
     for k, task in enumerate(EDIT_TASKS):
         idx = np.flatnonzero(np.asarray(ex.tasks) == task)
         if idx.size == 0:
             raise ValueError(f"GRPO with per-task adapters: no {task!r} prompts to train on")
-        _grpo_run(run, lam, select_examples(ex, idx), folder / task, task,
+        _grpo_run(run, lam, enc, select_examples(ex, idx), folder / task, task,
                   stop_after=stop_after, seed_offset=k)  # fmt: skip
 
 
 def _grpo_run(
-    run: _Run, lam: float, ex, folder: Path, task: str, *, stop_after, seed_offset: int = 0
+    run: _Run, lam: float, enc, ex, folder: Path, task: str, *, stop_after, seed_offset: int = 0
 ) -> None:
     """One GRPO training of fresh adapters on the SFT policy over the prompts ``ex``."""
     from flax import nnx
@@ -832,7 +832,7 @@ def _grpo_run(
     c, g = run.config, run.config.grpo
     if (folder / "policy.npz").is_file():
         return
-    enc, tables = run.encoder(), run.tables()
+    tables = run.tables()
     policy = run.policy(enc, tables, run.out / "sft" / "policy.npz")
     add_lora(policy.decoder, g.lora, rngs=nnx.Rngs(c.seed + 3))
     batch_fn = make_rollout(
@@ -916,6 +916,7 @@ def _edit_final(run: _Run, policies: Mapping[str, Path], enc, tables, rows, p0) 
         else [(policies[t], np.flatnonzero(kind == t)) for t in EDIT_TASKS]
     )
     states: list = [None] * len(kind)
+    grammar = None
     for path, idx in groups:
         policy = run.policy(enc, tables, path)
         if run.mesh is not None:  # generation follows the weights' shardings
@@ -923,6 +924,8 @@ def _edit_final(run: _Run, policies: Mapping[str, Path], enc, tables, rows, p0) 
 
             shard_module(policy, run.mesh)
         part = ex if len(idx) == len(kind) else select_examples(ex, idx)
+        vocab_size = policy.decoder.config.vocab_size
+        grammar = grammar or _grammar(run, enc, vocab_size)
         done = greedy_edits(
             policy,
             part,
@@ -931,8 +934,8 @@ def _edit_final(run: _Run, policies: Mapping[str, Path], enc, tables, rows, p0) 
             to_knowledge_tables(tables),
             batch_size=c.eval_batch,
             generate=run.generators[key],
-            grammar=_grammar(run, enc, policy.decoder.config.vocab_size),
-            bans=_bans(run, enc, part, policy.decoder.config.vocab_size),
+            grammar=grammar,
+            bans=_bans(run, enc, part, vocab_size),
         )
         for i, state in zip(idx.tolist(), done, strict=True):
             states[i] = state

@@ -94,8 +94,9 @@ def list_examples(
             prompts.append(visit_drug_refs(e, t.row, dataset.num_meds) if evidence else e)
             drugs = getattr(t, kind)
             if kind == "add" and t.candidates:
-                listed = [d for d in t.candidates if d in set(drugs)]
-                drugs = listed + sorted(set(drugs) - set(listed))
+                wanted = set(drugs)
+                listed = [d for d in t.candidates if d in wanted]
+                drugs = listed + sorted(wanted - set(listed))
                 target = list_target(dataset, drugs, keep_order=True)
             else:
                 target = list_target(dataset, drugs)
