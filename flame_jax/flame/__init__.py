@@ -31,6 +31,7 @@ from flame_jax.flame._grpo import (
     edit_bans,
     edit_grammar,
     grpo_loss_fn,
+    grpo_micro_batching,
     make_rollout,
     parse_completions,
 )
@@ -41,7 +42,7 @@ from flame_jax.flame._knowledge import (
     save_tables,
     standardize,
 )
-from flame_jax.flame._loop import LoopConfig, run_loop
+from flame_jax.flame._loop import LoopConfig, MicroBatching, run_loop
 from flame_jax.flame._pipeline import (
     STAGES,
     BaselineStage,
@@ -115,6 +116,7 @@ __all__ = [
     "GrpoStage",
     "ListExamples",
     "LoopConfig",
+    "MicroBatching",
     "PaddedPrompts",
     "PolicyConfig",
     "Prompt",
@@ -144,6 +146,7 @@ __all__ = [
     "greedy_edits",
     "greedy_generator",
     "grpo_loss_fn",
+    "grpo_micro_batching",
     "grpo_policies",
     "knowledge_tables",
     "list_examples",

@@ -8,7 +8,9 @@ bucket, and its tokens are mapped to steps by character offsets. The jitted step
 in one program: the potential-shaped step and outcome rewards (Jaccard, DDI with weight
 lambda, refusal), the outcome and step-group advantages and their token mix, the policy's and the
 reference policy's log-probs (the same module with its LoRA adapters off: no second weight copy),
-and the clipped GRPO loss with the k3 KL penalty; the optax update follows.
+and the clipped GRPO loss with the k3 KL penalty; the optax update follows. With
+``LoopConfig.micro_batches`` K > 1 that program runs K groups of prompts at a time
+(:func:`grpo_micro_batching`) and sums their gradients into the whole batch's.
 """
 
 import functools
@@ -21,6 +23,7 @@ from flax import nnx
 
 from flame_jax.arraytypes import Array, Bool, Int
 from flame_jax.flame._encode import PromptEncoder
+from flame_jax.flame._loop import MicroBatching
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._sft import ListExamples
 from flame_jax.policy._fusion import KnowledgeTables
@@ -31,6 +34,7 @@ from flame_jax.rl import (
     DrugVocabulary,
     LossConfig,
     ShapingConfig,
+    aggregation_weight,
     make_advantage_fn,
     make_grpo_loss,
     make_reward_fn,
@@ -39,12 +43,14 @@ from flame_jax.rl import (
     potentials,
     segment_tokens,
 )
+from flame_jax.train import split_microbatches
 
 __all__ = [
     "banned_tokens",
     "constrained_support",
     "edit_grammar",
     "grpo_loss_fn",
+    "grpo_micro_batching",
     "make_rollout",
     "parse_completions",
 ]
@@ -347,3 +353,50 @@ def grpo_loss_fn(
         }
 
     return loss_fn
+
+
+# Entries of a rollout batch (``make_rollout``) with one row per prompt; "prompt" and the rows of
+# "allowed" have one row per completion (group_size per prompt); the rest is shared.
+_PER_PROMPT = (
+    "completion",
+    "completion_mask",
+    "old_logp",
+    "token_steps",
+    "initial",
+    "truth",
+    "episodes",
+)
+
+
+def grpo_micro_batching(loss: LossConfig) -> MicroBatching:
+    """How ``run_loop`` cuts a rollout batch into micro-batches of whole prompt groups.
+
+    Groups stay whole (the advantages are per group), micro-batches are weighed by
+    ``flame_jax.rl.aggregation_weight`` of ``loss.aggregation`` so that the accumulated gradient
+    is the whole batch's, and ``advantage_abs_max`` is the maximum over the micro-batches. The
+    other batch-level metrics become weighted means of the micro-batches' (``advantage_std``, for
+    one, is then a mean of per-micro-batch standard deviations).
+    """
+
+    def split(batch: dict, k: int) -> tuple[dict, dict]:
+        group = batch["completion"].shape[1]
+        stacked = {name: split_microbatches(batch[name], k) for name in _PER_PROMPT}
+        stacked["prompt"] = split_microbatches(batch["prompt"], k, group=group)
+        shared = {"tables": batch["tables"]}
+        if "allowed" in batch:
+            token_class, class_allowed, rows_banned = batch["allowed"]
+            stacked["rows_banned"] = split_microbatches(rows_banned, k, group=group)
+            shared["grammar"] = (token_class, class_allowed)
+        return stacked, shared
+
+    def merge(micro: dict, shared: dict) -> dict:
+        batch = {name: micro[name] for name in (*_PER_PROMPT, "prompt")}
+        batch["tables"] = shared["tables"]
+        if "grammar" in shared:
+            batch["allowed"] = (*shared["grammar"], micro["rows_banned"])
+        return batch
+
+    def weight(micro: dict) -> Array:
+        return aggregation_weight(micro["completion_mask"], loss.aggregation)
+
+    return MicroBatching(split=split, merge=merge, weight=weight, max_keys=("advantage_abs_max",))

@@ -10,6 +10,12 @@ The trained parameters are the ``wrt`` filter's part of the module (``nnx.split`
 state is an optax state over them. One ``jax.jit`` per step does forward, loss, gradient and
 update.
 
+Gradient accumulation: ``LoopConfig.micro_batches`` K > 1 computes each update's gradient K
+micro-batches at a time (``flame_jax.train.accumulate_gradients``) inside the same program; the
+stage says how to cut its batch and weigh the pieces (:class:`MicroBatching`), so that the
+gradient is the whole batch's. Metrics are then the weighted means of the micro-batches'
+(``MicroBatching.max_keys``: their maximum).
+
 Sharded training: with a ``mesh`` (``flame_jax.train.make_mesh``), the trained parameters, the
 frozen rest of the module and the optimizer state are placed by ``flame_jax.train``'s partition
 rules, every batch has its leading axis split over ``data`` and ``fsdp``, and the jitted step
@@ -30,10 +36,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from flame_jax.train import Checkpointer, MetricsLog, OptimizerConfig, make_optimizer, read_metrics
+from flame_jax.train import (
+    Checkpointer,
+    MetricsLog,
+    OptimizerConfig,
+    accumulate_gradients,
+    make_optimizer,
+    read_metrics,
+)
 from flame_jax.train._optim import make_schedule
 
-__all__ = ["LoopConfig", "run_loop"]
+__all__ = ["LoopConfig", "MicroBatching", "run_loop"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -45,17 +58,46 @@ class LoopConfig:
         batch_size: examples (prompts) per update.
         optimizer: the optax AdamW config (learning rate, schedule, warmup).
         checkpoint_every: save an Orbax checkpoint every this many steps (and at the end).
+        micro_batches: compute each update's gradient over this many micro-batches of
+            ``batch_size / micro_batches`` examples (gradient accumulation: less memory, the
+            same update); must divide ``batch_size``. Stages that support it: GRPO.
     """
 
     steps: int = 100
     batch_size: int = 16
     optimizer: OptimizerConfig = dataclasses.field(default_factory=lambda: OptimizerConfig())
     checkpoint_every: int = 50
+    micro_batches: int = 1
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "checkpoint_every"):
+        for name in ("steps", "batch_size", "checkpoint_every", "micro_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LoopConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size % self.micro_batches:
+            raise ValueError(
+                f"LoopConfig.micro_batches ({self.micro_batches}) must divide batch_size "
+                f"({self.batch_size})"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MicroBatching:
+    """How a stage's batch is cut into micro-batches and how they weigh in its loss.
+
+    Attributes:
+        split: ``(batch, k) -> (stacked, shared)``: the per-example part of the batch with every
+            leaf stacked ``[k, ...]`` (``flame_jax.train.split_microbatches``), and the part
+            every micro-batch sees whole.
+        merge: ``(micro, shared) -> batch``: the batch ``loss_fn`` takes, from one micro-batch
+            and the shared part.
+        weight: ``micro -> scalar``: its weight in the whole batch's loss (None: equal).
+        max_keys: metrics reduced by their maximum over the micro-batches.
+    """
+
+    split: Callable[[Any, int], tuple[Any, Any]]
+    merge: Callable[[Any, Any], Any]
+    weight: Callable[[Any], jax.Array] | None = None
+    max_keys: tuple[str, ...] = ()
 
 
 def run_loop(
@@ -72,6 +114,7 @@ def run_loop(
     progress: bool = True,
     desc: str = "train",
     mesh: jax.sharding.Mesh | None = None,
+    micro_batching: MicroBatching | None = None,
 ) -> list[dict[str, Any]]:
     """Trains ``module`` in place for ``config.steps`` updates, resuming from ``out/checkpoints``.
 
@@ -89,12 +132,16 @@ def run_loop(
         progress: show a tqdm bar.
         desc: the bar's label.
         mesh: run sharded on this mesh (None: the default device).
+        micro_batching: how to cut the batch when ``config.micro_batches`` > 1 (required then).
 
     Returns:
         The metric rows logged by this call.
     """
     from tqdm.auto import tqdm
 
+    k = config.micro_batches
+    if k > 1 and micro_batching is None:
+        raise ValueError(f"{desc}: this stage does not support micro_batches > 1 (got {k})")
     out.mkdir(parents=True, exist_ok=True)
     tx = make_optimizer(config.optimizer)
     schedule = make_schedule(config.optimizer)
@@ -110,10 +157,25 @@ def run_loop(
         shardings = (state_shardings(params, mesh), state_shardings(opt_state, mesh))
 
     def step_fn(params, opt_state, rest, batch):
-        def f(p):
-            return loss_fn(nnx.merge(graphdef, p, rest), batch)
+        if k == 1:
 
-        (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(params)
+            def f(p):
+                return loss_fn(nnx.merge(graphdef, p, rest), batch)
+
+            (loss, aux), grads = jax.value_and_grad(f, has_aux=True)(params)
+        else:
+            stacked, shared = micro_batching.split(batch, k)
+
+            def f(p, micro):
+                return loss_fn(nnx.merge(graphdef, p, rest), micro_batching.merge(micro, shared))
+
+            loss, aux, grads = accumulate_gradients(
+                f,
+                params,
+                stacked,
+                weight_fn=micro_batching.weight,
+                max_keys=micro_batching.max_keys,
+            )
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return params, opt_state, {**aux, "loss": loss, "grad_norm": optax.tree.norm(grads)}

@@ -825,7 +825,7 @@ def _grpo_run(
     """One GRPO training of fresh adapters on the SFT policy over the prompts ``ex``."""
     from flax import nnx
 
-    from flame_jax.flame._grpo import grpo_loss_fn, make_rollout
+    from flame_jax.flame._grpo import grpo_loss_fn, grpo_micro_batching, make_rollout
     from flame_jax.flame._policy import to_knowledge_tables
     from flame_jax.policy import add_lora
 
@@ -860,6 +860,7 @@ def _grpo_run(
         run, policy, folder, loop=g.loop, stop_after=stop_after,
         desc=f"step-wise GRPO, lambda={lam:g}" + (f", {task}" if task else ""), curves=curves,
         wrt=nnx.LoRAParam, loss_fn=loss_fn, batch_fn=batch_fn, record=record,
+        micro_batching=grpo_micro_batching(g.loss()),
     )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from flame_jax.rl._episode import (
     split_steps,
 )
 from flame_jax.rl._grid import GridOutput, GridStats, ShapingGrid, make_grid_fn, shaping_grid
-from flame_jax.rl._losses import LossAux, grpo_loss, kl_divergence
+from flame_jax.rl._losses import LossAux, aggregation_weight, grpo_loss, kl_divergence
 from flame_jax.rl._segmentation import segment_tokens, token_step_ids
 from flame_jax.rl._shaping import (
     Potentials,
@@ -59,6 +59,7 @@ __all__ = [
     "ShapingConfig",
     "ShapingGrid",
     "TrajectoryCounts",
+    "aggregation_weight",
     "group_advantages",
     "grpo_loss",
     "kl_divergence",

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from flame_jax.arraytypes import Array, Bool, Float, Scalar
 
-__all__ = ["LossAux", "grpo_loss", "kl_divergence"]
+__all__ = ["LossAux", "aggregation_weight", "grpo_loss", "kl_divergence"]
 
 Aggregation = Literal[
     "token_mean", "sequence_mean_token_mean", "sequence_mean_token_sum", "fixed_length"
@@ -92,6 +92,30 @@ def _aggregate(x: Array, m: Array, aggregation: str, max_tokens: int | None) -> 
     if aggregation == "fixed_length":
         length = x.shape[-1] if max_tokens is None else max_tokens
         return per_seq_sum.sum() / (per_seq_sum.size * length)
+    raise ValueError(f"unknown aggregation {aggregation!r}")
+
+
+def aggregation_weight(mask: Bool[Array, "*sequences tokens"], aggregation: Aggregation) -> Scalar:
+    """The weight of a micro-batch in its batch's loss under ``aggregation`` (float32).
+
+    For micro-batches k of one batch, sum_k w_k L_k / sum_k w_k equals the whole batch's loss,
+    exactly: ``"token_mean"`` weighs by unmasked tokens, the sequence means by the sequences
+    with at least one token, ``"fixed_length"`` by all sequences. For gradient accumulation
+    (``flame_jax.train.accumulate_gradients``).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> m = jnp.array([[True, True, False], [False, False, False]])
+        >>> [float(aggregation_weight(m, a)) for a in ("token_mean", "sequence_mean_token_mean")]
+        [2.0, 1.0]
+    """
+    m = jnp.asarray(mask).astype(jnp.float32)
+    if aggregation == "token_mean":
+        return m.sum()
+    if aggregation in ("sequence_mean_token_mean", "sequence_mean_token_sum"):
+        return (m.sum(-1) > 0).sum().astype(jnp.float32)
+    if aggregation == "fixed_length":
+        return jnp.float32(m[..., 0].size)
     raise ValueError(f"unknown aggregation {aggregation!r}")
 
 

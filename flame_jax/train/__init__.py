@@ -1,5 +1,6 @@
 """Training infrastructure shared by the stages: optimizers, checkpoints, logs, meshes, hosts."""
 
+from flame_jax.train._accumulate import accumulate_gradients, split_microbatches
 from flame_jax.train._checkpoint import Checkpointer
 from flame_jax.train._distributed import (
     DistributedConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "MeshConfig",
     "MetricsLog",
     "OptimizerConfig",
+    "accumulate_gradients",
     "batch_sharding",
     "host_shard",
     "host_to_global",
@@ -55,6 +57,7 @@ __all__ = [
     "shard_batch",
     "shard_module",
     "shard_state",
+    "split_microbatches",
     "state_shardings",
     "tree_paths",
 ]

@@ -189,3 +189,83 @@ def test_grpo_rollouts_and_loss_use_one_policy(dataset, encoder, tables, previou
     _, aux = nnx.jit(loss_fn)(policy, batch)
     np.testing.assert_allclose(float(aux["ratio_mean"]), 1.0, atol=1e-4)
     assert float(aux["kl"]) < 1e-6  # no adapters: the reference is the policy itself
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_grpo_micro_batches_give_the_whole_batch_gradient(dataset, encoder, tables, previous,
+                                                          policy, constrained):  # fmt: skip
+    """``grpo_micro_batching`` cuts a rollout batch (grammar tables included) into whole prompt
+    groups whose weighted gradients sum to the whole batch's, for 2 and 4 micro-batches."""
+    from flame_jax.flame import (
+        PromptConfig,
+        edit_bans,
+        edit_grammar,
+        grpo_loss_fn,
+        grpo_micro_batching,
+        make_rollout,
+        with_candidates,
+    )
+    from flame_jax.policy import LoraConfig, add_lora
+    from flame_jax.rl import AdvantageConfig, DrugVocabulary, LossConfig, ShapingConfig
+    from flame_jax.train import accumulate_gradients
+
+    truth = dataset.visits.med.multi_hot(dataset.num_meds)
+    rng = np.random.default_rng(4)
+    tasks = [EditTask(row=r, pre_list=tuple(sorted(rng.choice(dataset.num_meds, 3, replace=False)
+                                                   .tolist())), add=(), remove=())
+             for r in range(8)]  # fmt: skip
+    tasks = with_candidates(tasks, rng.random((len(dataset.visits), dataset.num_meds)), 3)
+    config = PromptConfig(history=False, candidates=3, interaction_notes=True)
+    ex = list_examples(dataset, encoder, tasks, config=config, previous=previous,
+                       target_length=16)  # fmt: skip
+    vocab = DrugVocabulary(names=tuple(dataset.med_vocab.titles))
+    size = policy.decoder.config.vocab_size
+    grammar = edit_grammar(encoder, vocab, size) if constrained else None
+    bans = edit_bans(encoder, vocab, ex, size) if constrained else None
+    batch_fn = make_rollout(ex, truth, encoder, vocab, to_knowledge_tables(tables), group_size=2,
+                            prompts_per_step=4, temperature=1.0, seed=3, vocab_size=size,
+                            grammar=grammar, bans=bans)  # fmt: skip
+    batch, _ = batch_fn(0, policy)
+    assert ("allowed" in batch) == constrained
+    # Synthetic episodes give the groups different rewards (a random model writes no valid line).
+    b, g, lc = batch["completion"].shape
+    mask = np.arange(3)[None, None] < rng.integers(1, 4, size=(b, g, 1))
+    valid = mask & (rng.random((b, g, 3)) < 0.8)
+    drug = np.where(valid, rng.integers(0, dataset.num_meds, (b, g, 3)), 0).astype(np.int32)
+    delta = np.where(valid, rng.choice([-1, 1], (b, g, 3)), 0).astype(np.int32)
+    steps = np.minimum(np.arange(lc) // 3, mask.sum(-1, keepdims=True) - 1).astype(np.int32)
+    batch["episodes"] = tuple(jnp.asarray(a) for a in (drug, delta, valid, mask))
+    batch["token_steps"] = jnp.asarray(np.where(batch["completion_mask"], steps, -1), jnp.int32)
+    add_lora(policy.decoder, LoraConfig(rank=2, alpha=4.0), rngs=nnx.Rngs(1))
+    lora = nnx.state(policy, nnx.LoRAParam)
+    nnx.update(policy, jax.tree.map(lambda x: x + 0.05, lora))  # the reference differs: KL > 0
+    loss = LossConfig(aggregation="token_mean")
+    loss_fn = grpo_loss_fn(dataset.ddi.astype(bool), shaping=ShapingConfig(ddi_weight=1.0),
+                           advantage=AdvantageConfig(), loss=loss)  # fmt: skip
+    graphdef, params, rest = nnx.split(policy, nnx.LoRAParam, ...)
+
+    def f(p, batch):
+        return loss_fn(nnx.merge(graphdef, p, rest), batch)
+
+    (want, want_aux), want_grads = jax.jit(jax.value_and_grad(f, has_aux=True))(params, batch)
+    assert want_aux["advantage_abs_max"] > 0 and want_aux["kl"] > 0
+    micro = grpo_micro_batching(loss)
+    for k in (2, 4):
+
+        @jax.jit
+        def accumulated(params, batch, k=k):
+            stacked, shared = micro.split(batch, k)
+            return accumulate_gradients(
+                lambda p, m: f(p, micro.merge(m, shared)),
+                params,
+                stacked,
+                weight_fn=micro.weight,
+                max_keys=micro.max_keys,
+            )
+
+        got, aux, grads = accumulated(params, batch)
+        np.testing.assert_allclose(float(got), float(want), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(aux["advantage_abs_max"], want_aux["advantage_abs_max"])
+        jax.tree.map(
+            lambda a, w: np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-7), grads, want_grads
+        )

@@ -27,7 +27,12 @@ from flame_jax.flame import (
     previous_visit_rows,
     to_knowledge_tables,
 )
-from flame_jax.flame._grpo import banned_tokens, grpo_loss_fn, make_rollout
+from flame_jax.flame._grpo import (
+    banned_tokens,
+    grpo_loss_fn,
+    grpo_micro_batching,
+    make_rollout,
+)
 from flame_jax.flame._loop import run_loop
 from flame_jax.policy import (
     LoraConfig,
@@ -182,7 +187,7 @@ def setup(tmp_path_factory):
     return {"policy": policy, "state": state, "batch_fn": batch_fn, "loss_fn": loss_fn, "enc": enc}
 
 
-def _train(setup, out, mesh=None, **kw):
+def _train(setup, out, mesh=None, config=LOOP, **kw):
     policy = setup["policy"]
     nnx.update(policy, jax.tree.map(jnp.asarray, setup["state"]))
     rows = run_loop(
@@ -190,7 +195,7 @@ def _train(setup, out, mesh=None, **kw):
         wrt=nnx.LoRAParam,
         loss_fn=setup["loss_fn"],
         batch_fn=setup["batch_fn"],
-        config=LOOP,
+        config=config,
         out=out,
         record={"test": 1},
         progress=False,
@@ -242,6 +247,38 @@ def test_sharded_grpo_steps_and_resume_on_another_mesh(setup, single, tmp_path):
     _assert_split(down.kernel[...], P("tp", "fsdp"))
     _assert_split(down.lora.lora_b[...], P(None, "fsdp"))
     _assert_split(policy.decoder.embed_tokens.embedding[...], P(("tp", "fsdp"), None))
+
+
+@pytest.mark.parametrize(("k", "mesh"), [(2, None), (4, "d2f2t2")])
+def test_micro_batched_grpo_steps_match_the_whole_batch(setup, single, tmp_path, k, mesh):
+    """Gradient accumulation over k micro-batches of whole prompt groups makes the whole batch's
+    updates, on one device and sharded: the same loss, gradient norm, policy loss, rewards and
+    adapters. (The token-mean metrics, kl for one, become means of micro-batch means.)"""
+    ref_rows, ref_lora = single
+    config = dataclasses.replace(LOOP, micro_batches=k)
+    rows, lora, _ = _train(
+        setup,
+        tmp_path,
+        mesh and make_mesh(MESHES[mesh]),
+        config=config,
+        micro_batching=grpo_micro_batching(LossConfig()),
+    )
+    for got, want in zip(rows, ref_rows, strict=True):
+        for key in ("loss", "grad_norm", "policy_loss", "reward", "advantage_abs_max"):
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), lora, ref_lora
+    )
+
+
+def test_micro_batches_need_a_stage_that_cuts_its_batch(setup, tmp_path):
+    config = dataclasses.replace(LOOP, micro_batches=2)
+    with pytest.raises(ValueError, match=r"does not support micro_batches > 1 \(got 2\)"):
+        _train(setup, tmp_path, config=config)
+    with pytest.raises(ValueError, match=r"micro_batches \(3\) must divide batch_size \(4\)"):
+        dataclasses.replace(LOOP, micro_batches=3)
+    with pytest.raises(ValueError, match=r"micro_batches must be >= 1"):
+        dataclasses.replace(LOOP, micro_batches=0)
 
 
 def test_checkpointer_restores_onto_another_mesh_shape(tmp_path):
