@@ -195,7 +195,7 @@ def trl_reward(prompts, completions, completion_ids, **kwargs):
 class JaxGrpo:
     """flame_jax's GRPO step, split into rollout / scoring / update programs (+ a fused step)."""
 
-    def __init__(self, path, tokenizer, *, prompts, group, completion_len, lr, seed):
+    def __init__(self, path, tokenizer, *, prompts, group, completion_len, lr, seed, micro=1):
         import jax
         import jax.numpy as jnp
         import numpy as np
@@ -205,7 +205,12 @@ class JaxGrpo:
         from flame_jax.policy import SamplingConfig, from_pretrained, make_generator
         from flame_jax.policy._scoring import completion_logprobs
         from flame_jax.rl import LossConfig, group_advantages, make_grpo_loss
-        from flame_jax.train import OptimizerConfig, make_optimizer
+        from flame_jax.train import (
+            OptimizerConfig,
+            accumulate_gradients,
+            make_optimizer,
+            split_microbatches,
+        )
 
         self.np, self.jax = np, jax
         self.tokenizer = tokenizer
@@ -245,7 +250,7 @@ class JaxGrpo:
 
         def logprobs(params, rest, ptok, pmask, ctok, cmask):
             model = nnx.merge(graphdef, params, rest)
-            return completion_logprobs(model, ptok, pmask, ctok, cmask).reshape(p, g, c)
+            return completion_logprobs(model, ptok, pmask, ctok, cmask).reshape(-1, g, c)
 
         def rewards_advantages(ctok, cmask):
             hit = (ctok % DIVISOR == 0) & cmask
@@ -260,11 +265,26 @@ class JaxGrpo:
 
         def loss_fn(params, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv):
             logp = logprobs(params, rest, ptok, pmask, ctok, cmask)
-            adv_tokens = jnp.broadcast_to(adv[..., None], (p, g, c))
-            return grpo(logp, adv_tokens, cmask.reshape(p, g, c), old_logp, ref_logp)
+            adv_tokens = jnp.broadcast_to(adv[..., None], logp.shape)
+            return grpo(logp, adv_tokens, cmask.reshape(logp.shape), old_logp, ref_logp)
+
+        def loss_and_grad(params, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv):
+            if micro == 1:
+                (loss, _aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                    params, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv
+                )
+                return loss, grads
+            # Gradient accumulation over micro-batches of whole groups; equal weights are exact
+            # for the sequence-mean aggregation over micro-batches of equally many completions.
+            rows = split_microbatches((ptok, pmask, ctok, cmask), micro, group=g)
+            per_prompt = split_microbatches((old_logp, ref_logp, adv), micro)
+            loss, _aux, grads = accumulate_gradients(
+                lambda prm, mb: loss_fn(prm, rest, *mb[0], *mb[1]), params, (rows, per_prompt)
+            )
+            return loss, grads
 
         def update(params, opt_state, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv):
-            (loss, _aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            loss, grads = loss_and_grad(
                 params, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv
             )
             updates, opt_state = self.tx.update(grads, opt_state, params)
@@ -278,7 +298,7 @@ class JaxGrpo:
             )
 
         self.logprobs = jax.jit(logprobs)
-        self.loss_and_grad = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+        self.loss_and_grad = jax.jit(loss_and_grad)
         self.score = jax.jit(score)
         self.update = jax.jit(update, donate_argnums=(0, 1))
         self.fused = jax.jit(fused, donate_argnums=(0, 1))
@@ -493,7 +513,7 @@ def check_agreement(jax_side, trainer, ptok, seed):
     trainer.model.zero_grad()
     for store in trainer._metrics.values():
         store.clear()
-    (jloss, _), grads = jax_side.loss_and_grad(
+    jloss, grads = jax_side.loss_and_grad(
         jax_side.params,
         jax_side.rest,
         jnp.asarray(ptok_np),
@@ -546,9 +566,11 @@ def run_case(name, args, threads):
         ]
         pmask = jnp.ones(batches[0].shape, bool)
 
+        micro = args.micro_batches
         jax_side = JaxGrpo(
-            path, tokenizer, prompts=p, group=g, completion_len=lc, lr=args.lr, seed=args.seed
-        )
+            path, tokenizer, prompts=p, group=g, completion_len=lc, lr=args.lr, seed=args.seed,
+            micro=micro,
+        )  # fmt: skip
         trainer = make_trainer(
             path, tokenizer, texts, prompts=p, group=g, completion_len=lc, lr=args.lr,
             steps=warmup + steps, seed=args.seed, out=tmp / "trl",
@@ -558,8 +580,9 @@ def run_case(name, args, threads):
         # Interleaved: after each TRL step, one flame_jax split step and one fused step (separate
         # weights) on the same prompts, so that both sides run under the same machine load.
         fused_side = JaxGrpo(
-            path, tokenizer, prompts=p, group=g, completion_len=lc, lr=args.lr, seed=args.seed
-        )
+            path, tokenizer, prompts=p, group=g, completion_len=lc, lr=args.lr, seed=args.seed,
+            micro=micro,
+        )  # fmt: skip
         jax_all, fused_all = [], []
 
         def jax_steps(s):
@@ -601,6 +624,7 @@ def run_case(name, args, threads):
         "beta": BETA,
         "lr": args.lr,
         "finetune": "full",
+        "jax_micro_batches": micro,
         "jax_step_s": round(jax_step, 4),
         "jax_rollout_s": round(jax_phase["rollout"], 4),
         "jax_scoring_s": round(jax_phase["scoring"], 4),
@@ -652,6 +676,12 @@ def main():
     parser.add_argument("--out", default="experiments/bench/results/grpo_trl.json")
     parser.add_argument("--append", action="store_true", help="append to --out")
     parser.add_argument(
+        "--micro-batches",
+        type=int,
+        default=4,
+        help="flame_jax's update over this many micro-batches of whole groups (1: one piece)",
+    )
+    parser.add_argument(
         "--malloc-reuse",
         action="store_true",
         help="glibc: one arena, no mmap, no trimming (both sides; see malloc_reuse)",
@@ -667,6 +697,12 @@ def main():
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_experimental_xnn_fusion_type=dot".strip()
     if args.steps < 1 or args.warmup < 1:
         raise SystemExit("--steps and --warmup must be >= 1")
+    for name in args.cases:
+        if args.micro_batches < 1 or CASES[name][2] % args.micro_batches:
+            raise SystemExit(
+                f"--micro-batches must divide case {name}'s {CASES[name][2]} prompts, "
+                f"got {args.micro_batches}"
+            )
     cpus = pin_threads(args.threads)
     if "jax" in sys.modules or "torch" in sys.modules:
         raise RuntimeError("jax / torch imported before the thread pinning")

@@ -79,19 +79,20 @@ def accumulate_gradients(
     *,
     weight_fn: Callable[[Any], Array] | None = None,
     max_keys: tuple[str, ...] = (),
-) -> tuple[Array, dict[str, Array], Any]:
+) -> tuple[Array, Any, Any]:
     """Loss, metrics and gradient of the weighted mean of ``loss_fn`` over micro-batches.
 
     Args:
-        loss_fn: ``(params, micro_batch) -> (loss, aux)``, ``aux`` a dict of scalars.
+        loss_fn: ``(params, micro_batch) -> (loss, aux)``, ``aux`` a pytree of float arrays
+            (a dict of scalar metrics, typically).
         params: the differentiated pytree.
         micro_batches: a pytree whose leaves are stacked micro-batches ``[k, ...]``
             (:func:`split_microbatches`); everything ``loss_fn`` needs that is not per example
             goes in through its closure.
         weight_fn: ``micro_batch -> scalar`` weight w_k (default 1 each). Weights that sum to 0
             give a zero loss and gradient.
-        max_keys: ``aux`` entries reduced by their maximum over the micro-batches; every other
-            entry is the same weighted mean as the loss.
+        max_keys: entries of a dict ``aux`` reduced by their maximum over the micro-batches;
+            every other entry is the same weighted mean as the loss.
 
     Returns:
         ``(loss, aux, grads)``; ``grads`` has the structure and dtypes of ``params`` (summed in
@@ -121,29 +122,35 @@ def accumulate_gradients(
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     first = jax.tree.map(lambda x: x[0], micro_batches)
     (_, aux_shape), _ = jax.eval_shape(grad_fn, params, first)
-    unknown = set(max_keys) - set(aux_shape)
+    if isinstance(aux_shape, Mapping):
+        unknown = set(max_keys) - set(aux_shape)
+        is_max = {
+            name: jax.tree.map(lambda _, n=name: n in max_keys, v) for name, v in aux_shape.items()
+        }
+    else:
+        unknown = set(max_keys)
+        is_max = jax.tree.map(lambda _: False, aux_shape)
     if unknown:
         raise ValueError(f"accumulate_gradients: max_keys {sorted(unknown)} are not aux metrics")
 
     def wide(p):
         return jnp.zeros(jnp.shape(p), jnp.promote_types(jnp.result_type(p), jnp.float32))
 
-    aux0 = {
-        name: jnp.full(s.shape, -jnp.inf if name in max_keys else 0.0, jnp.float32)
-        for name, s in aux_shape.items()
-    }
+    aux0 = jax.tree.map(
+        lambda m, s: jnp.full(s.shape, -jnp.inf if m else 0.0, jnp.float32), is_max, aux_shape
+    )
     init = (jnp.zeros((), jnp.float32), aux0, jax.tree.map(wide, params))
 
     def body(carry, xs):
         batch, s = xs
         (loss, aux), grads = grad_fn(params, batch)
         acc_loss, acc_aux, acc_grads = carry
-        acc_aux = {
-            name: jnp.maximum(acc_aux[name], aux[name].astype(jnp.float32))
-            if name in max_keys
-            else acc_aux[name] + s * aux[name].astype(jnp.float32)
-            for name in acc_aux
-        }
+        acc_aux = jax.tree.map(
+            lambda m, a, x: jnp.maximum(a, x.astype(a.dtype)) if m else a + s * x.astype(a.dtype),
+            is_max,
+            acc_aux,
+            aux,
+        )
         acc_grads = jax.tree.map(lambda a, g: a + s * g.astype(a.dtype), acc_grads, grads)
         return (acc_loss + s * loss, acc_aux, acc_grads), None
 

@@ -91,7 +91,7 @@ def test_equal_weights_average_a_mean_loss_and_keep_dtypes():
 
     def loss_fn(p, xb):
         pred = xb @ p["w"].astype(jnp.float32) + p["b"]
-        return jnp.mean(pred**2), {}
+        return jnp.mean(pred**2), (jnp.mean(pred),)  # any pytree of metrics
 
     loss, aux, grads = accumulate_gradients(
         loss_fn, params, split_microbatches(jnp.asarray(x, jnp.float32), 3)
@@ -103,7 +103,8 @@ def test_equal_weights_average_a_mean_loss_and_keep_dtypes():
         np.asarray(grads["w"], np.float64), 2 * x.T @ pred / 6, rtol=1e-2, atol=1e-2
     )
     np.testing.assert_allclose(float(grads["b"]), 2 * pred.mean(), rtol=1e-5)
-    assert grads["w"].dtype == jnp.bfloat16 and grads["b"].dtype == jnp.float32 and aux == {}
+    np.testing.assert_allclose(float(aux[0]), pred.mean(), rtol=1e-5)
+    assert grads["w"].dtype == jnp.bfloat16 and grads["b"].dtype == jnp.float32
 
 
 def test_zero_total_weight_gives_zero_and_bad_keys_are_named():
