@@ -29,9 +29,13 @@ steps, which are excluded; flame_jax's compile time is reported separately):
   rewards, the group advantages and the reference log-probs (``completion_logprobs`` over the frozen
   copy); ``update``: one jitted program (donating the weights and optimizer state) with the policy
   log-probs, the GRPO loss (``make_grpo_loss``; old log-probs = the sampler's), its gradient and
-  the optax update. Every phase ends with ``block_until_ready``. ``jax_fused_step_s`` times the
+  the optax update. The gradient is accumulated over ``--micro-batches`` micro-batches of whole
+  prompt groups (``flame_jax.train.accumulate_gradients``, as ``LoopConfig.micro_batches`` does in
+  FLAME; the same gradient, checked against TRL's below); TRL computes it in one piece, its
+  default. Every phase ends with ``block_until_ready``. ``jax_fused_step_s`` times the
   same step laid out as FLAME runs it (``flame_jax/flame/_grpo.py``): rollout, then one jitted
-  program doing scoring and update together.
+  program doing scoring and update together (the reference log-probs inside the micro-batched
+  loss).
 * TRL: ``trainer.train()`` runs ``warmup + steps`` steps; its methods are wrapped on the instance.
   The two sides are interleaved: after each TRL step (outside its timed window) a callback runs
   one flame_jax split step and one fused step on the same prompts, so that all three see the same
@@ -58,8 +62,9 @@ Checks (before timing; the script stops when one fails):
   vs TRL's ``_get_per_token_logps_and_entropies`` on the policy and on the reference model (max
   abs diff);
 * one GRPO loss and its gradient on the same batch (the same tokens, random advantages, perturbed
-  reference log-probs): TRL's ``compute_loss`` + ``backward`` vs flame_jax's loss + ``jax.grad``
-  (loss and global gradient norm, relative difference).
+  reference log-probs): TRL's ``compute_loss`` + ``backward`` vs flame_jax's loss and gradient,
+  accumulated over the micro-batches as in the timed update (loss and global gradient norm,
+  relative difference).
 
 Cases (``--cases``): ``tiny`` is FLAME's demo model (``DecoderConfig.tiny``: 2 layers, width 64,
 111k parameters) with the demo's GRPO batch (8 prompts x group 4), prompts of 32 tokens and
@@ -67,7 +72,8 @@ completions of 64; ``tiny_b8`` the same with 2 prompts x 4; ``small`` a 4-layer,
 (4.7M parameters) at the demo's batch.
 
 Output: one JSON line per case, written to ``experiments/bench/results/grpo_trl.json``
-(``--append`` adds to it). ``speedup`` = TRL step / flame_jax step (phase sum); ``speedup_fused``
+(``--append`` adds to it); ``jax_micro_batches`` records the micro-batches. ``speedup`` = TRL
+step / flame_jax step (phase sum); ``speedup_fused``
 uses the fused step; ``*_split`` are the phase fractions. ``--xnn-dot`` adds
 ``--xla_cpu_experimental_xnn_fusion_type=dot`` to ``XLA_FLAGS`` (XLA's CPU backend then runs matmuls
 with XNNPACK); the flags are recorded in ``xla_flags``. ``--malloc-reuse`` sets glibc's
@@ -76,7 +82,8 @@ sides) before jax and torch are imported, so that freed memory is reused instead
 faulted in again (see ``malloc_reuse``); recorded in ``malloc_reuse``.
 
 Usage: ``.venv/bin/python experiments/bench/grpo_trl_bench.py [--cases tiny tiny_b8 small]
-[--steps 5] [--warmup 2] [--threads 1] [--xnn-dot] [--malloc-reuse] [--append]`` (needs ``trl``
+[--steps 5] [--warmup 2] [--threads 1] [--micro-batches K] [--xnn-dot] [--malloc-reuse]
+[--append]`` (needs ``trl``
 and a CPU ``torch``: the ``bench`` extra).
 """
 
@@ -115,6 +122,10 @@ CASES = {
         64,
     ),
 }
+# flame_jax's micro-batches per update by default (``--micro-batches``): 2 prompt groups each,
+# which keeps the update's temporaries under glibc's mmap threshold (see ``accumulate_gradients``);
+# the 2-prompt case runs in one piece.
+MICRO_BATCHES = {"tiny": 4, "tiny_b8": 1, "small": 4}
 BETA = 0.04
 EPSILON = 0.2
 DIVISOR = 3  # reward: fraction of completion tokens whose id is divisible by 3
@@ -291,11 +302,28 @@ class JaxGrpo:
             return optax.apply_updates(params, updates), opt_state, loss
 
         def fused(params, opt_state, ref_params, rest, ptok, pmask, ctok, cmask, old_logp):
-            ref_logp, _, adv = score(ref_params, rest, ptok, pmask, ctok, cmask)
-            ref_logp = jax.lax.stop_gradient(ref_logp)
-            return update(
-                params, opt_state, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv
-            )
+            _, adv = rewards_advantages(ctok, cmask)
+
+            def fused_loss(prm, ptok, pmask, ctok, cmask, old_logp, adv):
+                # As in FLAME's GRPO step: the reference log-probs inside the loss, so that
+                # micro-batching cuts them too.
+                ref_logp = jax.lax.stop_gradient(
+                    logprobs(ref_params, rest, ptok, pmask, ctok, cmask)
+                )
+                return loss_fn(prm, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv)
+
+            if micro == 1:
+                (loss, _aux), grads = jax.value_and_grad(fused_loss, has_aux=True)(
+                    params, ptok, pmask, ctok, cmask, old_logp, adv
+                )
+            else:
+                rows = split_microbatches((ptok, pmask, ctok, cmask), micro, group=g)
+                per_prompt = split_microbatches((old_logp, adv), micro)
+                loss, _aux, grads = accumulate_gradients(
+                    lambda prm, mb: fused_loss(prm, *mb[0], *mb[1]), params, (rows, per_prompt)
+                )
+            updates, opt_state = self.tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, loss
 
         self.logprobs = jax.jit(logprobs)
         self.loss_and_grad = jax.jit(loss_and_grad)
@@ -566,7 +594,7 @@ def run_case(name, args, threads):
         ]
         pmask = jnp.ones(batches[0].shape, bool)
 
-        micro = args.micro_batches
+        micro = MICRO_BATCHES[name] if args.micro_batches is None else args.micro_batches
         jax_side = JaxGrpo(
             path, tokenizer, prompts=p, group=g, completion_len=lc, lr=args.lr, seed=args.seed,
             micro=micro,
@@ -678,8 +706,9 @@ def main():
     parser.add_argument(
         "--micro-batches",
         type=int,
-        default=4,
-        help="flame_jax's update over this many micro-batches of whole groups (1: one piece)",
+        default=None,
+        help="flame_jax's update over this many micro-batches of whole groups (1: one piece; "
+        "default: the case's, MICRO_BATCHES)",
     )
     parser.add_argument(
         "--malloc-reuse",
@@ -698,10 +727,10 @@ def main():
     if args.steps < 1 or args.warmup < 1:
         raise SystemExit("--steps and --warmup must be >= 1")
     for name in args.cases:
-        if args.micro_batches < 1 or CASES[name][2] % args.micro_batches:
+        k = args.micro_batches
+        if k is not None and (k < 1 or CASES[name][2] % k):
             raise SystemExit(
-                f"--micro-batches must divide case {name}'s {CASES[name][2]} prompts, "
-                f"got {args.micro_batches}"
+                f"--micro-batches must divide case {name}'s {CASES[name][2]} prompts, got {k}"
             )
     cpus = pin_threads(args.threads)
     if "jax" in sys.modules or "torch" in sys.modules:
