@@ -125,6 +125,41 @@ def test_final_sets_against_sets():
         assert set(np.flatnonzero(got[i])) == reference_final(p0[i], added[i], removed[i])
 
 
+def _edit_batch(dataset, encoder, tables, previous, policy, *, constrained, seed, rows,
+                target_length, group_size, rollout_seed):  # fmt: skip
+    """One GRPO rollout batch over random add prompts (3 candidates, interaction notes), with the
+    edit grammar and bans when ``constrained``."""
+    from flame_jax.flame import (
+        PromptConfig,
+        edit_bans,
+        edit_grammar,
+        make_rollout,
+        with_candidates,
+    )
+    from flame_jax.rl import DrugVocabulary
+
+    truth = dataset.visits.med.multi_hot(dataset.num_meds)
+    rng = np.random.default_rng(seed)
+    tasks = [EditTask(row=r, pre_list=tuple(sorted(rng.choice(dataset.num_meds, 3, replace=False)
+                                                   .tolist())), add=(), remove=())
+             for r in range(rows)]  # fmt: skip
+    tasks = with_candidates(tasks, rng.random((len(dataset.visits), dataset.num_meds)), 3)
+    config = PromptConfig(history=False, candidates=3, interaction_notes=True)
+    ex = list_examples(dataset, encoder, tasks, config=config, previous=previous,
+                       target_length=target_length)  # fmt: skip
+    vocab = DrugVocabulary(names=tuple(dataset.med_vocab.titles))
+    size = policy.decoder.config.vocab_size
+    grammar = edit_grammar(encoder, vocab, size) if constrained else None
+    bans = edit_bans(encoder, vocab, ex, size) if constrained else None
+    batch_fn = make_rollout(ex, truth, encoder, vocab, to_knowledge_tables(tables),
+                            group_size=group_size, prompts_per_step=4, temperature=1.0,
+                            seed=rollout_seed, vocab_size=size, grammar=grammar,
+                            bans=bans)  # fmt: skip
+    batch, _ = batch_fn(0, policy)
+    assert ("allowed" in batch) == constrained
+    return batch
+
+
 @pytest.mark.parametrize("constrained", [False, True])
 def test_grpo_rollouts_and_loss_use_one_policy(dataset, encoder, tables, previous, policy,
                                                constrained):  # fmt: skip
@@ -132,36 +167,11 @@ def test_grpo_rollouts_and_loss_use_one_policy(dataset, encoder, tables, previou
     (float64 reference over the tokens the grammar and bans allowed) and the loss scores the
     completions the same way, so the ratio is 1 before the update; without, both are the base
     policy's."""
-    from flame_jax.flame import (
-        PromptConfig,
-        constrained_support,
-        edit_bans,
-        edit_grammar,
-        grpo_loss_fn,
-        make_rollout,
-        with_candidates,
-    )
-    from flame_jax.rl import AdvantageConfig, DrugVocabulary, LossConfig, ShapingConfig
+    from flame_jax.flame import constrained_support, grpo_loss_fn
+    from flame_jax.rl import AdvantageConfig, LossConfig, ShapingConfig
 
-    truth = dataset.visits.med.multi_hot(dataset.num_meds)
-    rng = np.random.default_rng(2)
-    tasks = [EditTask(row=r, pre_list=tuple(sorted(rng.choice(dataset.num_meds, 3, replace=False)
-                                                   .tolist())), add=(), remove=())
-             for r in range(6)]  # fmt: skip
-    tasks = with_candidates(tasks, rng.random((len(dataset.visits), dataset.num_meds)), 3)
-    config = PromptConfig(history=False, candidates=3, interaction_notes=True)
-    ex = list_examples(dataset, encoder, tasks, config=config, previous=previous,
-                       target_length=24)  # fmt: skip
-    vocab = DrugVocabulary(names=tuple(dataset.med_vocab.titles))
-    size = policy.decoder.config.vocab_size
-    grammar = edit_grammar(encoder, vocab, size) if constrained else None
-    bans = edit_bans(encoder, vocab, ex, size) if constrained else None
-    kt = to_knowledge_tables(tables)
-    batch_fn = make_rollout(ex, truth, encoder, vocab, kt, group_size=3, prompts_per_step=4,
-                            temperature=1.0, seed=1, vocab_size=size, grammar=grammar,
-                            bans=bans)  # fmt: skip
-    batch, _ = batch_fn(0, policy)
-    assert ("allowed" in batch) == constrained
+    batch = _edit_batch(dataset, encoder, tables, previous, policy, constrained=constrained,
+                        seed=2, rows=6, target_length=24, group_size=3, rollout_seed=1)  # fmt: skip
     old = np.asarray(batch["old_logp"]).reshape(12, -1)
     comp = np.asarray(batch["completion"]).reshape(12, -1)
     cmask = np.asarray(batch["completion_mask"]).reshape(12, -1)
@@ -196,37 +206,14 @@ def test_grpo_micro_batches_give_the_whole_batch_gradient(dataset, encoder, tabl
                                                           policy, constrained):  # fmt: skip
     """``grpo_micro_batching`` cuts a rollout batch (grammar tables included) into whole prompt
     groups whose weighted gradients sum to the whole batch's, for 2 and 4 micro-batches."""
-    from flame_jax.flame import (
-        PromptConfig,
-        edit_bans,
-        edit_grammar,
-        grpo_loss_fn,
-        grpo_micro_batching,
-        make_rollout,
-        with_candidates,
-    )
+    from flame_jax.flame import grpo_loss_fn, grpo_micro_batching
     from flame_jax.policy import LoraConfig, add_lora
-    from flame_jax.rl import AdvantageConfig, DrugVocabulary, LossConfig, ShapingConfig
+    from flame_jax.rl import AdvantageConfig, LossConfig, ShapingConfig
     from flame_jax.train import accumulate_gradients
 
-    truth = dataset.visits.med.multi_hot(dataset.num_meds)
+    batch = _edit_batch(dataset, encoder, tables, previous, policy, constrained=constrained,
+                        seed=4, rows=8, target_length=16, group_size=2, rollout_seed=3)  # fmt: skip
     rng = np.random.default_rng(4)
-    tasks = [EditTask(row=r, pre_list=tuple(sorted(rng.choice(dataset.num_meds, 3, replace=False)
-                                                   .tolist())), add=(), remove=())
-             for r in range(8)]  # fmt: skip
-    tasks = with_candidates(tasks, rng.random((len(dataset.visits), dataset.num_meds)), 3)
-    config = PromptConfig(history=False, candidates=3, interaction_notes=True)
-    ex = list_examples(dataset, encoder, tasks, config=config, previous=previous,
-                       target_length=16)  # fmt: skip
-    vocab = DrugVocabulary(names=tuple(dataset.med_vocab.titles))
-    size = policy.decoder.config.vocab_size
-    grammar = edit_grammar(encoder, vocab, size) if constrained else None
-    bans = edit_bans(encoder, vocab, ex, size) if constrained else None
-    batch_fn = make_rollout(ex, truth, encoder, vocab, to_knowledge_tables(tables), group_size=2,
-                            prompts_per_step=4, temperature=1.0, seed=3, vocab_size=size,
-                            grammar=grammar, bans=bans)  # fmt: skip
-    batch, _ = batch_fn(0, policy)
-    assert ("allowed" in batch) == constrained
     # Synthetic episodes give the groups different rewards (a random model writes no valid line).
     b, g, lc = batch["completion"].shape
     mask = np.arange(3)[None, None] < rng.integers(1, 4, size=(b, g, 1))
