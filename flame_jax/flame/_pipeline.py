@@ -297,6 +297,12 @@ class FlameConfig:
             )
         if not 0 <= self.list_holdout < 1:
             raise ValueError(f"FlameConfig.list_holdout must be in [0, 1), got {self.list_holdout}")
+        for stage in ("cls", "sft"):
+            if getattr(self, stage).micro_batches != 1:
+                raise ValueError(
+                    f"FlameConfig.{stage}.micro_batches must be 1: only the GRPO stage "
+                    f"accumulates over micro-batches, got {getattr(self, stage).micro_batches}"
+                )
         if self.sft_tasks < 1 or self.eval_rounds < 1 or self.eval_batch < 1:
             raise ValueError(
                 "FlameConfig: sft_tasks, eval_rounds and eval_batch must be >= 1, got "
@@ -320,9 +326,10 @@ class FlameConfig:
         best add candidates interact with its list) and keeps interacting pairs more often
         (``p_avoid=0.3``); GRPO trains per-task adapters with no KL term and a learning rate of
         5e-3, its updates over 4 micro-batches of 2 prompt groups (the same gradient; a median
-        GRPO step of 0.48 s against 0.73 s in one piece, measured). The GRPO settings were measured against their alternatives (README, FLAME
-        section): with one shared adapter, or a KL coefficient of 0.01 or 0.04, or 1e-3, the
-        greedy edits of the lambda = 0 policy did not change in 100 steps.
+        GRPO step of 0.48 s against 0.73 s in one piece, measured). The GRPO settings were
+        measured against their alternatives (README, FLAME section): with one shared adapter, or
+        a KL coefficient of 0.01 or 0.04, or 1e-3, the greedy edits of the lambda = 0 policy did
+        not change in 100 steps.
         """
         loop = GrpoStage().loop
         kwargs: dict[str, Any] = {

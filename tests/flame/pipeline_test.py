@@ -9,7 +9,7 @@ import yaml
 
 from flame_jax.cli._config_io import dump_config, load_config
 from flame_jax.cli.main import main
-from flame_jax.flame import FlameConfig, PolicyConfig
+from flame_jax.flame import FlameConfig, LoopConfig, PolicyConfig
 from flame_jax.flame._pipeline import _Run, _stage_grpo, grpo_dir
 from flame_jax.train import read_metrics
 
@@ -37,6 +37,9 @@ def test_config_round_trips(tmp_path):
         assert load_config(FlameConfig, dump_config(config, tmp_path / "c.yaml")) == config
     with pytest.raises(ValueError, match="train_mode"):
         FlameConfig(train_mode="half")
+    assert FlameConfig.demo().grpo.loop.micro_batches == 4
+    with pytest.raises(ValueError, match=r"FlameConfig.sft.micro_batches must be 1: only the GRPO"):
+        FlameConfig(sft=LoopConfig(batch_size=4, micro_batches=2))
 
 
 def test_stages_write_their_outputs(run_dir, capsys):
