@@ -279,20 +279,32 @@ class JaxGrpo:
             adv_tokens = jnp.broadcast_to(adv[..., None], logp.shape)
             return grpo(logp, adv_tokens, cmask.reshape(logp.shape), old_logp, ref_logp)
 
-        def loss_and_grad(params, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv):
+        def grad(loss, params, rows, per_prompt):
+            """(loss, grads) of ``loss(params, *rows, *per_prompt)``: rows are per completion,
+            ``per_prompt`` per prompt. With micro > 1, accumulated over micro-batches of whole
+            groups; equal weights are exact for the sequence-mean aggregation over micro-batches
+            of equally many completions."""
             if micro == 1:
-                (loss, _aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                    params, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv
+                (value, _aux), grads = jax.value_and_grad(loss, has_aux=True)(
+                    params, *rows, *per_prompt
                 )
-                return loss, grads
-            # Gradient accumulation over micro-batches of whole groups; equal weights are exact
-            # for the sequence-mean aggregation over micro-batches of equally many completions.
-            rows = split_microbatches((ptok, pmask, ctok, cmask), micro, group=g)
-            per_prompt = split_microbatches((old_logp, ref_logp, adv), micro)
-            loss, _aux, grads = accumulate_gradients(
-                lambda prm, mb: loss_fn(prm, rest, *mb[0], *mb[1]), params, (rows, per_prompt)
+                return value, grads
+            stacked = (
+                split_microbatches(rows, micro, group=g),
+                split_microbatches(per_prompt, micro),
             )
-            return loss, grads
+            value, _aux, grads = accumulate_gradients(
+                lambda prm, mb: loss(prm, *mb[0], *mb[1]), params, stacked
+            )
+            return value, grads
+
+        def loss_and_grad(params, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv):
+            return grad(
+                lambda prm, *batch: loss_fn(prm, rest, *batch),
+                params,
+                (ptok, pmask, ctok, cmask),
+                (old_logp, ref_logp, adv),
+            )
 
         def update(params, opt_state, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv):
             loss, grads = loss_and_grad(
@@ -312,16 +324,7 @@ class JaxGrpo:
                 )
                 return loss_fn(prm, rest, ptok, pmask, ctok, cmask, old_logp, ref_logp, adv)
 
-            if micro == 1:
-                (loss, _aux), grads = jax.value_and_grad(fused_loss, has_aux=True)(
-                    params, ptok, pmask, ctok, cmask, old_logp, adv
-                )
-            else:
-                rows = split_microbatches((ptok, pmask, ctok, cmask), micro, group=g)
-                per_prompt = split_microbatches((old_logp, adv), micro)
-                loss, _aux, grads = accumulate_gradients(
-                    lambda prm, mb: fused_loss(prm, *mb[0], *mb[1]), params, (rows, per_prompt)
-                )
+            loss, grads = grad(fused_loss, params, (ptok, pmask, ctok, cmask), (old_logp, adv))
             updates, opt_state = self.tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
 
