@@ -27,7 +27,12 @@ from flame_jax.data._ingest import (
     prepare_dataset,
     split_patients,
 )
-from flame_jax.data._mappings import MedMapping, normalise_drug_name, normalise_ndc
+from flame_jax.data._mappings import (
+    MedMapping,
+    drug_name_part,
+    normalise_drug_name,
+    normalise_ndc,
+)
 from flame_jax.data._oracle import (
     PlantedRules,
     load_rules,
@@ -85,6 +90,7 @@ __all__ = [
     "cooccurrence_adjacency",
     "ddi_from_pairs",
     "ddi_from_twosides",
+    "drug_name_part",
     "eicu_tables",
     "format_report",
     "generate_cohort",

@@ -473,7 +473,11 @@ def prepare(
 
     Returns:
       ``(dataset, report)``. ``report`` is JSON-serialisable: ``read`` (rows dropped while
-      reading and mapping, by reason), ``initial`` and ``final`` counts, ``filters`` (per filter:
+      reading and mapping, by reason: also visits with a negative age, see
+      :mod:`flame_jax.data._tables`), ``cleaned`` (only when nonzero: values whose control
+      characters were removed, and rows whose drug name was recovered by the quantity-first or
+      the drughiclseqno rule, see :mod:`flame_jax.data._mappings`; the rows are kept),
+      ``initial`` and ``final`` counts, ``filters`` (per filter:
       patients, visits, diagnosis / procedure / drug codes and (visit, code) rows it removed,
       summed over the passes), ``passes``, and ``ddi`` counts. It is also stored in
       ``dataset.info["prepare"]``.
@@ -514,8 +518,9 @@ def prepare(
             ndc_rxcui=config.ndc_rxcui,
             rxcui_atc=config.rxcui_atc,
         )
-        mapped, map_drops = map_medications(med.reset_index(drop=True), mapping)
+        mapped, map_drops, recovered = map_medications(med.reset_index(drop=True), mapping)
         drops.update(map_drops)
+        cleaned = {**raw.cleaned, **recovered}
         info = load_drug_info(config.drug_info)
         step("map")
 
@@ -576,6 +581,8 @@ def prepare(
             "source": config.source,
             "root": str(root),
             "read": dict(sorted(drops.items())),
+            # Only when something was repaired, so that clean tables give the report as before.
+            **({"cleaned": dict(sorted(cleaned.items()))} if cleaned else {}),
             "initial": initial,
             "filters": filter_report,
             "passes": passes,
@@ -626,6 +633,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append("dropped while reading and mapping:")
         width = max(len(k) for k in report["read"])
         lines += [f"  {k.ljust(width)}  {v}" for k, v in report["read"].items()]
+    if report.get("cleaned"):
+        lines.append("cleaned while reading and mapping (rows kept):")
+        width = max(len(k) for k in report["cleaned"])
+        lines += [f"  {k.ljust(width)}  {v}" for k, v in report["cleaned"].items()]
     cols = ("patients", "visits", "diag", "proc", "med", "rows")
     header = f"  {'filter':<20}" + "".join(f"{c:>10}" for c in cols) + "  keeps"
     lines.append(f"filters ({report['passes']} passes to a fixed point), removed:")

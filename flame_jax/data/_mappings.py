@@ -1,7 +1,10 @@
 """Medication vocabularies: mapping-free (drug name, NDC product) and mapped (ATC-3, DrugBank).
 
 * ``"name"``: the normalised generic name (:func:`normalise_drug_name`); needs nothing but the
-  raw tables (the open demo, eICU).
+  raw tables (the open demo, eICU). A quantity-first name, as eICU writes many ("5 ML VIAL :
+  DILTIAZEM HCL 25 MG/5ML IV SOLN"), is read after the " : " (:func:`drug_name_part`); a row
+  whose name still gives nothing takes the reader's fallback code where it has one (eICU:
+  "HICL:<drughiclseqno>"). The rows each rule recovered are counted.
 * ``"ndc"``: the NDC product code, i.e. the first 9 digits (labeler + product) of the 11-digit
   NDC; the package code is ignored, as in FLAME's NDC -> DrugBank join.
 * ``"atc3"``: NDC -> RXCUI -> ATC, truncated to ATC level 3 (4 characters, e.g. "N02B"), the
@@ -30,6 +33,7 @@ from flame_jax.data._tables import IngestError
 __all__ = [
     "MED_VOCABS",
     "MedMapping",
+    "drug_name_part",
     "load_drug_info",
     "map_medications",
     "normalise_drug_name",
@@ -41,6 +45,10 @@ _ID_COLUMNS = ("DRUGBANK_ID", "DRUG_CODE", "DRUG_ID", "ID", "ATC3", "ATC")
 _NAME_COLUMNS = ("DRUG_NAME", "NAME", "DRUG")
 _SMILES_COLUMNS = ("SMILES", "MOLDB_SMILES")
 _STRENGTH = re.compile(r"\d")
+# QUANTITY UNIT CONTAINER : NAME STRENGTH FORM (eICU medication.drugname); the name may be absent.
+_QUANTITY_FIRST = re.compile(r"\d[\d.,/]*(?:\s[^:]*)?\s:(?:\s+(?P<name>.*))?", re.DOTALL)
+_AFTER_COLON = "med: names read after ' : ' (quantity first)"
+_FROM_FALLBACK = "med: names from drughiclseqno (HICL:<number>)"
 
 
 def normalise_drug_name(name: str) -> str:
@@ -63,6 +71,20 @@ def normalise_drug_name(name: str) -> str:
             break
         kept.append(token.strip("."))
     return " ".join(t for t in kept if t)
+
+
+def drug_name_part(name: str) -> str | None:
+    """The name part of a quantity-first drug name, ``QUANTITY UNIT CONTAINER : NAME STRENGTH
+    FORM`` (eICU's ``medication.drugname``), or None when ``name`` is not of that shape.
+
+    Examples:
+      >>> drug_name_part("5 ML VIAL : DILTIAZEM HCL 25 MG/5ML IV SOLN")
+      'DILTIAZEM HCL 25 MG/5ML IV SOLN'
+      >>> drug_name_part("1 EACH VIAL :"), drug_name_part("ASPIRIN 81 MG PO CHEW")
+      ('', None)
+    """
+    match = _QUANTITY_FIRST.fullmatch(str(name).strip())
+    return None if match is None else (match["name"] or "").strip()
 
 
 def normalise_ndc(ndc: str) -> str:
@@ -174,7 +196,7 @@ class MedMapping:
     def keys(self, med: Any) -> tuple[np.ndarray, np.ndarray]:
         """(source key, vocabulary code) per medication row; code "" where unmapped."""
         if self.mode == "name":
-            keys = _per_unique(med["generic"].to_numpy(dtype=object), normalise_drug_name)
+            keys = _name_keys(med)[0]
             return keys, keys
         ndc = _per_unique(med["ndc"].to_numpy(dtype=object), normalise_ndc)
         if self.mode == "ndc":
@@ -193,7 +215,35 @@ def _per_unique(values: np.ndarray, fn: Any) -> np.ndarray:
     return mapped[codes] if len(values) else np.zeros(0, dtype=object)
 
 
-def map_medications(med: Any, mapping: MedMapping) -> tuple[Any, dict[str, int]]:
+def _name_keys(med: Any) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The mapping-free name key per row, with the name each came from and the rows recovered.
+
+    The rules, in order: the normalised generic name; for a quantity-first name, the normalised
+    part after " : " (:func:`drug_name_part`); where that gives nothing, the row's ``fallback``
+    code (eICU: "HICL:<drughiclseqno>", whose name is the code itself).
+
+    Returns:
+      ``(keys, names, recovered)``: keys ("" where every rule gives nothing), the names the keys
+      came from (the titles' source), and the rows each later rule recovered (nonzero only).
+    """
+    generic = med["generic"].to_numpy(dtype=object)
+    part = _per_unique(generic, drug_name_part)
+    quantity_first = np.asarray([p is not None for p in part], bool)
+    names = np.where(quantity_first, part, generic).astype(object)
+    keys = _per_unique(names, normalise_drug_name)
+    n = len(keys)
+    fallback = med["fallback"].to_numpy(dtype=object) if "fallback" in med else np.full(n, "")
+    from_fallback = (keys == "") & (fallback != "")
+    keys = np.where(from_fallback, fallback, keys).astype(object)
+    names = np.where(from_fallback, fallback, names).astype(object)
+    counts = {
+        _AFTER_COLON: int((quantity_first & (keys != "") & ~from_fallback).sum()),
+        _FROM_FALLBACK: int(from_fallback.sum()),
+    }
+    return keys, names, {k: v for k, v in counts.items() if v}
+
+
+def map_medications(med: Any, mapping: MedMapping) -> tuple[Any, dict[str, int], dict[str, int]]:
     """Maps medication rows to vocabulary codes.
 
     Args:
@@ -201,10 +251,18 @@ def map_medications(med: Any, mapping: MedMapping) -> tuple[Any, dict[str, int]]
       mapping: the vocabulary.
 
     Returns:
-      ``(frame, drops)``: rows with a code (columns visit_id, order, code, name), and the counts
-      of unmapped rows and distinct unmapped source keys.
+      ``(frame, drops, recovered)``: rows with a code (columns visit_id, order, code, name: the
+      raw name the code came from), the counts of unmapped rows and distinct unmapped source
+      keys, and (``"name"`` vocabulary) the rows recovered by the quantity-first and fallback
+      rules (see :func:`_name_keys`; only those that recovered any).
     """
-    keys, codes = mapping.keys(med)
+    recovered: dict[str, int] = {}
+    if mapping.mode == "name":
+        keys, names, recovered = _name_keys(med)
+        codes = keys
+    else:
+        keys, codes = mapping.keys(med)
+        names = med["generic"].to_numpy(dtype=object)
     ok = codes != ""
     what = "name" if mapping.mode == "name" else "NDC"
     no_key = keys == ""
@@ -217,8 +275,8 @@ def map_medications(med: Any, mapping: MedMapping) -> tuple[Any, dict[str, int]]
         drops[f"med: distinct {what}s not in the mapping"] = len(set(keys[absent].tolist()))
     out = med[ok].copy()
     out["code"] = codes[ok]
-    out["name"] = med["generic"].to_numpy(dtype=object)[ok]
-    return out.reset_index(drop=True), drops
+    out["name"] = names[ok]
+    return out.reset_index(drop=True), drops, recovered
 
 
 def med_titles(mapped: Any, mapping: MedMapping, info: Mapping[str, Any]) -> dict[str, str]:

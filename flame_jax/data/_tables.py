@@ -7,6 +7,23 @@ names are matched case-insensitively (the full MIMIC-III uses upper case, the op
 MIMIC-IV lower case). Everything is read as strings first and converted explicitly, so a bad value
 is reported with its file, column, line and value instead of a pandas traceback.
 
+Values that are wrong but harmless to one row are dropped or repaired and counted, never silently
+changed:
+
+* **Ages.** Completed years at admission, capped at :data:`AGE_CAP` = 90: MIMIC-III shifts the
+  date of birth of patients over 89 by about 300 years, MIMIC-IV writes 91 for them and eICU
+  "> 89"; all become 90. A *negative* age (MIMIC-III: a date of birth after the admission date)
+  is an error in the data: the visit is dropped with its diagnosis, procedure and drug rows, and
+  each is counted ("... visits dropped for a negative age", "... rows of visits dropped for a
+  negative age"). A birth on the admission day is age 0.
+* **Control characters** in codes, drug names and titles (NUL and the other C0 controls, DEL,
+  and the C1 controls U+0080-U+009F): tab, newline, vertical tab, form feed and carriage return
+  inside a value become a space, the others are removed, and the values changed are counted per
+  table and column in :attr:`RawCohort.cleaned`. A code that is nothing but control characters
+  is left empty: its row is dropped ("rows whose code is only control characters"). Ids, dates
+  and ages are not cleaned: a control character there makes the value unreadable, an error
+  naming the file, column and line, like any other malformed value.
+
 Normalised frames (``visit_id`` joins them):
 
 * ``visits``: patient_id int64, visit_id int64, sort_key int64 (admission order within a
@@ -15,7 +32,8 @@ Normalised frames (``visit_id`` joins them):
 * ``diag`` / ``proc``: visit_id int64, code str, seq float64 (order within the visit).
 * ``med``: visit_id int64, order int64 (row order), drug_type str, drug str (the name as
   written), generic str (a generic name where the source has one, else the name), ndc str ("" when
-  missing).
+  missing), fallback str (a code for rows whose name gives none in the mapping-free vocabulary,
+  "" if none: eICU's "HICL:<drughiclseqno>").
 """
 
 import dataclasses
@@ -42,6 +60,9 @@ __all__ = [
 
 SOURCES = ("mimic3", "mimic4", "eicu")
 AGE_CAP = 90  # MIMIC shifts the dates of birth of patients older than 89; ages are capped here
+# C0 controls, DEL and C1 controls; those of them that are white space become a space.
+_CONTROL_CHARS = r"[\x00-\x1f\x7f-\x9f]"
+_SPACE_CONTROLS = r"[\t\n\v\f\r]"
 
 
 class IngestError(DatasetError):
@@ -58,7 +79,10 @@ class RawCohort:
       visits, diag, proc, med: pandas frames.
       diag_titles, proc_titles: code -> title from the dictionaries (empty when absent).
       drops: reason -> number of rows dropped while reading (duplicates, rows without an id or a
-        code, rows of visits that are not in the admissions table, cancelled orders).
+        code, rows of visits that are not in the admissions table, visits with a negative age,
+        cancelled orders).
+      cleaned: "TABLE: control characters removed from COLUMN" -> number of values changed
+        (rows kept, unless the value was nothing but control characters).
     """
 
     source: str
@@ -70,6 +94,7 @@ class RawCohort:
     diag_titles: Mapping[str, str]
     proc_titles: Mapping[str, str]
     drops: Mapping[str, int]
+    cleaned: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -177,6 +202,37 @@ def _strings(frame: Any, column: str) -> np.ndarray:
     return col.fillna("").astype(str).str.strip().to_numpy(dtype=object)
 
 
+def _text(
+    frame: Any, column: str, table: str, cleaned: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A code, name or title column as :func:`_strings`, control characters removed (tab,
+    newline, vertical tab, form feed, carriage return become a space; see the module docstring).
+
+    Returns:
+      ``(values, only_control)``: the cleaned strings, and where a value was nothing but control
+      characters (now ""). The number of values changed goes to ``cleaned``.
+    """
+    import pandas as pd
+
+    values = _strings(frame, column)
+    # Distinct values only: raw columns repeat a few thousand names over millions of rows.
+    index, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=False)
+    uniques = pd.Series(uniques, dtype=object)
+    bad_unique = uniques.str.contains(_CONTROL_CHARS, regex=True).to_numpy(dtype=bool)
+    bad = bad_unique[index] if len(values) else np.zeros(0, bool)
+    if not bad.any():
+        return values, bad
+    fixed = (
+        uniques.str.replace(_SPACE_CONTROLS, " ", regex=True)
+        .str.replace(_CONTROL_CHARS, "", regex=True)
+        .str.strip()
+        .to_numpy(dtype=object)
+    )
+    values = np.where(bad, fixed[index], values).astype(object)
+    cleaned[f"{table}: control characters removed from {column}"] = int(bad.sum())
+    return values, bad & (values == "")
+
+
 def _ints(frame: Any, column: str, *, allow_missing: bool = False) -> np.ndarray:
     """The column as int64; missing values become -1 when ``allow_missing``.
 
@@ -246,8 +302,13 @@ def _gender(values: np.ndarray) -> np.ndarray:
     return np.where(np.isin(first, ["F", "M"]), first, "").astype(object)
 
 
-def _age_years(birth: np.ndarray, when: np.ndarray) -> np.ndarray:
-    """Completed years between two second stamps, capped at :data:`AGE_CAP`; -1 if unknown."""
+def _age_years(birth: np.ndarray, when: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Completed years between two second stamps, capped at :data:`AGE_CAP`.
+
+    Returns:
+      ``(age, negative)``: int32 ages (-1 if unknown or negative) and where ``when`` falls on an
+      earlier calendar day than ``birth``.
+    """
     low = np.iinfo(np.int64).min
     known = (birth != low) & (when != low)
 
@@ -261,7 +322,9 @@ def _age_years(birth: np.ndarray, when: np.ndarray) -> np.ndarray:
     wy, wm, wd = ymd(when)
     before = (wm < bm) | ((wm == bm) & (wd < bd))  # birthday not reached yet that year
     years = wy - by - before.astype(np.int64)
-    return np.where(known, np.clip(years, 0, AGE_CAP), -1).astype(np.int32)
+    negative = known & (years < 0)
+    age = np.where(known & ~negative, np.minimum(years, AGE_CAP), -1).astype(np.int32)
+    return age, negative
 
 
 def _drop_duplicates(frame: Any, key: Sequence[str], what: str, drops: dict[str, int]) -> Any:
@@ -304,17 +367,24 @@ def _events(
     frame: Any,
     visit: np.ndarray,
     code: np.ndarray,
+    only_control: np.ndarray,
     seq: np.ndarray,
     what: str,
     drops: dict[str, int],
 ) -> Any:
-    """A (visit_id, code, seq) frame; rows without a visit id or a code are dropped (counted)."""
+    """A (visit_id, code, seq) frame; rows without a visit id or a code are dropped (counted,
+    codes that were only control characters apart: see :func:`_text`)."""
     import pandas as pd
 
     keep = (visit >= 0) & (code != "")
-    for reason, bad in (("no visit id", visit < 0), ("no code", (visit >= 0) & (code == ""))):
+    has_visit = visit >= 0
+    for reason, bad in (
+        ("rows with no visit id", ~has_visit),
+        ("rows with no code", has_visit & (code == "") & ~only_control),
+        ("rows whose code is only control characters", has_visit & (code == "") & only_control),
+    ):
         if bad.any():
-            drops[f"{what}: rows with {reason}"] = int(bad.sum())
+            drops[f"{what}: {reason}"] = int(bad.sum())
     return pd.DataFrame(
         {
             "visit_id": visit[keep],
@@ -332,13 +402,20 @@ def _seq(frame: Any, column: str) -> np.ndarray:
     return ints
 
 
-def _titles(frame: Any, code_col: str, title_col: str, prefix: np.ndarray | None = None) -> dict:
+def _titles(
+    frame: Any,
+    code_col: str,
+    title_col: str,
+    table: str,
+    cleaned: dict[str, int],
+    prefix: np.ndarray | None = None,
+) -> dict:
     if frame is None:
         return {}
-    codes = _strings(frame, code_col)
+    codes, _ = _text(frame, code_col, table, cleaned)
     if prefix is not None:
         codes = np.asarray([f"{p}{c}" for p, c in zip(prefix, codes, strict=True)], dtype=object)
-    titles = _strings(frame, title_col)
+    titles, _ = _text(frame, title_col, table, cleaned)
     return {c: t for c, t in zip(codes.tolist(), titles.tolist(), strict=True) if c and t}
 
 
@@ -353,9 +430,30 @@ def _orphans(raw: dict[str, Any], visits: Any, drops: dict[str, int]) -> None:
             raw[name] = frame[ok].reset_index(drop=True)
 
 
-def _med_frame(visit, drug_type, drug, generic, ndc, what: str, drops: dict[str, int]) -> Any:
+def _drop_negative_ages(
+    visits: Any, negative: np.ndarray, raw: dict[str, Any], reason: str, drops: dict[str, int]
+) -> Any:
+    """Drops the visits whose ids are ``negative`` and their event rows (each counted)."""
+    gone = np.isin(visits["visit_id"].to_numpy(), negative)
+    if not gone.any():
+        return visits
+    drops[reason] = int(gone.sum())
+    for name in ("diag", "proc", "med"):
+        frame = raw[name]
+        ok = ~np.isin(frame["visit_id"].to_numpy(), negative)
+        if not ok.all():
+            drops[f"{name}: rows of visits dropped for a negative age"] = int((~ok).sum())
+            raw[name] = frame[ok].reset_index(drop=True)
+    return visits[~gone].reset_index(drop=True)
+
+
+def _med_frame(
+    visit, drug_type, drug, generic, ndc, what: str, drops: dict[str, int], fallback=None
+) -> Any:
     import pandas as pd
 
+    if fallback is None:
+        fallback = np.full(len(visit), "", dtype=object)
     keep = visit >= 0
     if not keep.all():
         drops[f"{what}: rows with no visit id"] = int((~keep).sum())
@@ -367,6 +465,7 @@ def _med_frame(visit, drug_type, drug, generic, ndc, what: str, drops: dict[str,
             "drug": pd.array(drug[keep].tolist(), dtype=object),
             "generic": pd.array(generic[keep].tolist(), dtype=object),
             "ndc": pd.array(ndc[keep].tolist(), dtype=object),
+            "fallback": pd.array(fallback[keep].tolist(), dtype=object),
         }
     )
 
@@ -384,13 +483,15 @@ def read_mimic3(root: str | os.PathLike) -> RawCohort:
 
     Tables: ADMISSIONS, PATIENTS, DIAGNOSES_ICD, PROCEDURES_ICD, PRESCRIPTIONS, and the optional
     D_ICD_DIAGNOSES / D_ICD_PROCEDURES dictionaries (titles). Age is completed years between DOB
-    and ADMITTIME, capped at 90 (MIMIC-III shifts the DOB of patients over 89 by 300 years).
+    and ADMITTIME, capped at 90 (MIMIC-III shifts the DOB of patients over 89 by about 300
+    years); an admission before the DOB is dropped and counted (see the module docstring).
 
     Raises:
       IngestError: a table or column is missing, a table is empty, an id is not an integer, a
         date cannot be parsed, or an admission or patient id appears twice with different values.
     """
     drops: dict[str, int] = {}
+    cleaned: dict[str, int] = {}
     adm = read_table(root, "ADMISSIONS", ("SUBJECT_ID", "HADM_ID", "ADMITTIME"))
     adm = _drop_duplicates(adm, ("HADM_ID",), "ADMISSIONS", drops)
     pat = read_table(root, "PATIENTS", ("SUBJECT_ID", "GENDER", "DOB"))
@@ -417,21 +518,27 @@ def read_mimic3(root: str | os.PathLike) -> RawCohort:
         )
     low = np.iinfo(np.int64).min
     birth = np.where(idx >= 0, dob[np.maximum(idx, 0)], low)
+    hadm = _ints(adm, "HADM_ID")
+    age, negative = _age_years(birth, admit)
     visits = _visits_frame(
         subject,
-        _ints(adm, "HADM_ID"),
+        hadm,
         admit,
         _iso(admit),
-        _age_years(birth, admit),
+        age,
         np.where(idx >= 0, gender[np.maximum(idx, 0)], ""),
     )
-    drug = _strings(med, "DRUG")
-    generic = _strings(med, "DRUG_NAME_GENERIC") if "DRUG_NAME_GENERIC" in med else drug
+    drug, _ = _text(med, "DRUG", "PRESCRIPTIONS", cleaned)
+    generic = (
+        _text(med, "DRUG_NAME_GENERIC", "PRESCRIPTIONS", cleaned)[0]
+        if "DRUG_NAME_GENERIC" in med
+        else drug
+    )
     raw = {
         "diag": _events(
             diag,
             _ints(diag, "HADM_ID", allow_missing=True),
-            _strings(diag, "ICD9_CODE"),
+            *_text(diag, "ICD9_CODE", "DIAGNOSES_ICD", cleaned),
             _seq(diag, "SEQ_NUM"),
             "DIAGNOSES_ICD",
             drops,
@@ -439,7 +546,7 @@ def read_mimic3(root: str | os.PathLike) -> RawCohort:
         "proc": _events(
             proc,
             _ints(proc, "HADM_ID", allow_missing=True),
-            _strings(proc, "ICD9_CODE"),
+            *_text(proc, "ICD9_CODE", "PROCEDURES_ICD", cleaned),
             _seq(proc, "SEQ_NUM"),
             "PROCEDURES_ICD",
             drops,
@@ -449,12 +556,19 @@ def read_mimic3(root: str | os.PathLike) -> RawCohort:
             _strings(med, "DRUG_TYPE"),
             drug,
             _nonempty_or(generic, drug),
-            _strings(med, "NDC"),
+            _text(med, "NDC", "PRESCRIPTIONS", cleaned)[0],
             "PRESCRIPTIONS",
             drops,
         ),
     }
     _orphans(raw, visits, drops)
+    visits = _drop_negative_ages(
+        visits,
+        hadm[negative],
+        raw,
+        "ADMISSIONS: visits dropped for a negative age (DOB after ADMITTIME)",
+        drops,
+    )
     d_diag = read_table(root, "D_ICD_DIAGNOSES", ("ICD9_CODE", "LONG_TITLE"), required=False)
     d_proc = read_table(root, "D_ICD_PROCEDURES", ("ICD9_CODE", "LONG_TITLE"), required=False)
     return RawCohort(
@@ -464,9 +578,10 @@ def read_mimic3(root: str | os.PathLike) -> RawCohort:
         diag=raw["diag"],
         proc=raw["proc"],
         med=raw["med"],
-        diag_titles=_titles(d_diag, "ICD9_CODE", "LONG_TITLE"),
-        proc_titles=_titles(d_proc, "ICD9_CODE", "LONG_TITLE"),
+        diag_titles=_titles(d_diag, "ICD9_CODE", "LONG_TITLE", "D_ICD_DIAGNOSES", cleaned),
+        proc_titles=_titles(d_proc, "ICD9_CODE", "LONG_TITLE", "D_ICD_PROCEDURES", cleaned),
         drops=drops,
+        cleaned=cleaned,
     )
 
 
@@ -474,14 +589,21 @@ def read_mimic3(root: str | os.PathLike) -> RawCohort:
 # MIMIC-IV (hosp module)
 
 
-def _versioned(frame: Any, code_col: str = "ICD_CODE", version_col: str = "ICD_VERSION"):
-    """'ICD9:4019' / 'ICD10:I10': the ICD version is kept in the code (both occur in MIMIC-IV)."""
-    codes = _strings(frame, code_col)
-    versions = _strings(frame, version_col)
-    out = np.asarray(
-        [f"ICD{v}:{c}" if c else "" for c, v in zip(codes, versions, strict=True)], dtype=object
-    )
-    return out, np.asarray([f"ICD{v}:" for v in versions], dtype=object)
+def _versioned(frame: Any, table: str, cleaned: dict[str, int]):
+    """'ICD9:4019' / 'ICD10:I10': the ICD version is kept in the code (both occur in MIMIC-IV).
+
+    Returns:
+      ``(codes, only_control)``: see :func:`_text`.
+    """
+    codes, only_control = _text(frame, "ICD_CODE", table, cleaned)
+    prefix = _icd_prefix(frame)
+    out = np.asarray([p + c if c else "" for c, p in zip(codes, prefix, strict=True)], dtype=object)
+    return out, only_control
+
+
+def _icd_prefix(frame: Any) -> np.ndarray:
+    """'ICD9:' / 'ICD10:' per row, from ICD_VERSION."""
+    return np.asarray([f"ICD{v}:" for v in _strings(frame, "ICD_VERSION")], dtype=object)
 
 
 def read_mimic4(root: str | os.PathLike) -> RawCohort:
@@ -489,13 +611,15 @@ def read_mimic4(root: str | os.PathLike) -> RawCohort:
 
     Tables: admissions, patients, diagnoses_icd, procedures_icd, prescriptions, and the optional
     d_icd_diagnoses / d_icd_procedures. Codes carry their ICD version ("ICD9:4019",
-    "ICD10:I10"). Age is ``anchor_age + (admission year - anchor_year)``, capped at 90.
+    "ICD10:I10"). Age is ``anchor_age + (admission year - anchor_year)``, capped at 90; an
+    admission where it is negative is dropped and counted (see the module docstring).
 
     Raises:
       IngestError: as :func:`read_mimic3`.
     """
     sub = ("hosp",)
     drops: dict[str, int] = {}
+    cleaned: dict[str, int] = {}
     adm = read_table(root, "admissions", ("SUBJECT_ID", "HADM_ID", "ADMITTIME"), subdirs=sub)
     adm = _drop_duplicates(adm, ("HADM_ID",), "admissions", drops)
     pat = read_table(
@@ -524,23 +648,27 @@ def read_mimic4(root: str | os.PathLike) -> RawCohort:
     j = np.maximum(idx, 0)
     year = admit.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
     known = (idx >= 0) & (anchor_age[j] >= 0) & (anchor_year[j] >= 0)
-    age = np.where(known, np.clip(anchor_age[j] + year - anchor_year[j], 0, AGE_CAP), -1)
+    years = anchor_age[j] + year - anchor_year[j]
+    negative = known & (years < 0)
+    age = np.where(known & ~negative, np.minimum(years, AGE_CAP), -1)
+    hadm = _ints(adm, "HADM_ID")
     visits = _visits_frame(
         subject,
-        _ints(adm, "HADM_ID"),
+        hadm,
         admit,
         _iso(admit),
         age,
         np.where(idx >= 0, gender[j], ""),
     )
-    diag_codes, _ = _versioned(diag)
-    proc_codes, _ = _versioned(proc)
-    drug = _strings(med, "DRUG")
+    diag_codes, diag_control = _versioned(diag, "diagnoses_icd", cleaned)
+    proc_codes, proc_control = _versioned(proc, "procedures_icd", cleaned)
+    drug, _ = _text(med, "DRUG", "prescriptions", cleaned)
     raw = {
         "diag": _events(
             diag,
             _ints(diag, "HADM_ID", allow_missing=True),
             diag_codes,
+            diag_control,
             _seq(diag, "SEQ_NUM"),
             "diagnoses_icd",
             drops,
@@ -549,6 +677,7 @@ def read_mimic4(root: str | os.PathLike) -> RawCohort:
             proc,
             _ints(proc, "HADM_ID", allow_missing=True),
             proc_codes,
+            proc_control,
             _seq(proc, "SEQ_NUM"),
             "procedures_icd",
             drops,
@@ -558,18 +687,29 @@ def read_mimic4(root: str | os.PathLike) -> RawCohort:
             _strings(med, "DRUG_TYPE"),
             drug,
             drug,
-            _strings(med, "NDC"),
+            _text(med, "NDC", "prescriptions", cleaned)[0],
             "prescriptions",
             drops,
         ),
     }
     _orphans(raw, visits, drops)
+    visits = _drop_negative_ages(
+        visits,
+        hadm[negative],
+        raw,
+        "admissions: visits dropped for a negative age (anchor_age + year - anchor_year < 0)",
+        drops,
+    )
     titles = {}
     for kind, table in (("diag", "d_icd_diagnoses"), ("proc", "d_icd_procedures")):
         d = read_table(
             root, table, ("ICD_CODE", "ICD_VERSION", "LONG_TITLE"), subdirs=sub, required=False
         )
-        titles[kind] = {} if d is None else _titles(d, "ICD_CODE", "LONG_TITLE", _versioned(d)[1])
+        titles[kind] = (
+            {}
+            if d is None
+            else _titles(d, "ICD_CODE", "LONG_TITLE", table, cleaned, _icd_prefix(d))
+        )
     return RawCohort(
         source="mimic4",
         root=str(root),
@@ -580,6 +720,7 @@ def read_mimic4(root: str | os.PathLike) -> RawCohort:
         diag_titles=titles["diag"],
         proc_titles=titles["proc"],
         drops=drops,
+        cleaned=cleaned,
     )
 
 
@@ -609,9 +750,11 @@ def _eicu_patient_ids(pids: np.ndarray, frame: Any) -> np.ndarray:
     return out
 
 
-def _eicu_age(frame: Any) -> np.ndarray:
+def _eicu_age(frame: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(age, negative)`` as :func:`_age_years`, from eICU's age strings ("> 89" is the cap)."""
     text = _strings(frame, "AGE")
     out = np.full(len(text), -1, np.int32)
+    negative = np.zeros(len(text), bool)
     for i, s in enumerate(text.tolist()):
         if not s:
             continue
@@ -619,10 +762,29 @@ def _eicu_age(frame: Any) -> np.ndarray:
             out[i] = AGE_CAP
             continue
         try:
-            out[i] = min(int(float(s)), AGE_CAP)
+            years = float(s)
         except ValueError:
             raise IngestError(f"{_where(frame, 'AGE', i)}: {s!r} is not an age") from None
-    return out
+        if not np.isfinite(years):
+            raise IngestError(f"{_where(frame, 'AGE', i)}: {s!r} is not an age")
+        if years < 0:
+            negative[i] = True
+        else:
+            out[i] = min(int(years), AGE_CAP)
+    return out, negative
+
+
+def _hicl_codes(frame: Any) -> np.ndarray:
+    """'HICL:<n>' from medication.drughiclseqno (the integer, without leading zeros), "" where
+    the column is absent, empty or not positive.
+
+    Raises:
+      IngestError: a value is not an integer (file, column, line).
+    """
+    if "DRUGHICLSEQNO" not in frame:
+        return np.full(len(frame), "", dtype=object)
+    number = _ints(frame, "DRUGHICLSEQNO", allow_missing=True)
+    return np.asarray([f"HICL:{n}" if n > 0 else "" for n in number.tolist()], dtype=object)
 
 
 def _undot_icd9(text: str) -> str:
@@ -640,7 +802,11 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
     the first ICD-9 code of ``icd9code`` with the dots removed (MIMIC style; rows without one
     are dropped and counted). Procedures are ``treatmentstring`` (treatment) or
     ``physicalexampath`` (physicalExam). Medications are ``drugname`` (cancelled orders
-    dropped); eICU has no NDC, so only the mapping-free name vocabulary applies.
+    dropped); eICU has no NDC, so only the mapping-free name vocabulary applies. Its rule reads
+    quantity-first names ("5 ML VIAL : DILTIAZEM HCL 25 MG/5ML IV SOLN") after the " : ", and a
+    row whose name still gives nothing falls back to ``drughiclseqno`` as the code "HICL:<n>"
+    (the ``fallback`` column; see :func:`flame_jax.data._mappings.map_medications`). Ages are
+    eICU's strings ("> 89" becomes 90); a negative age drops the stay (counted).
 
     Raises:
       IngestError: as :func:`read_mimic3`; also for an unknown ``procedures`` table.
@@ -650,6 +816,7 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
             f"eICU procedures must be one of {EICU_PROCEDURE_TABLES}, got {procedures!r}"
         )
     drops: dict[str, int] = {}
+    cleaned: dict[str, int] = {}
     pat = read_table(
         root,
         "patient",
@@ -668,7 +835,10 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
     proc_col = "TREATMENTSTRING" if procedures == "treatment" else "PHYSICALEXAMPATH"
     proc = read_table(root, procedures, ("PATIENTUNITSTAYID", proc_col))
     med = read_table(
-        root, "medication", ("PATIENTUNITSTAYID", "DRUGNAME"), optional=("DRUGORDERCANCELLED",)
+        root,
+        "medication",
+        ("PATIENTUNITSTAYID", "DRUGNAME"),
+        optional=("DRUGORDERCANCELLED", "DRUGHICLSEQNO"),
     )
 
     year = _ints(pat, "HOSPITALDISCHARGEYEAR", allow_missing=True)
@@ -676,16 +846,20 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
     unit_no = _ints(pat, "UNITVISITNUMBER", allow_missing=True)
     # Order key: year, then hospital stay id, then unit visit number (each fits its field).
     sort_key = (np.maximum(year, 0) * 10**12 + stay % 10**10) * 100 + np.clip(unit_no, 0, 99)
+    unit_stay = _ints(pat, "PATIENTUNITSTAYID")
+    age, negative = _eicu_age(pat)
     visits = _visits_frame(
         _eicu_patient_ids(_strings(pat, "UNIQUEPID"), pat),
-        _ints(pat, "PATIENTUNITSTAYID"),
+        unit_stay,
         sort_key,
         np.asarray([str(y) if y >= 0 else "" for y in year.tolist()], dtype=object),
-        _eicu_age(pat),
+        age,
         _gender(_strings(pat, "GENDER")),
     )
-    icd = np.asarray([_undot_icd9(s) for s in _strings(diag, "ICD9CODE").tolist()], dtype=object)
-    drug = _strings(med, "DRUGNAME")
+    icd9, icd9_control = _text(diag, "ICD9CODE", "diagnosis", cleaned)
+    icd = np.asarray([_undot_icd9(s) for s in icd9.tolist()], dtype=object)
+    drug, _ = _text(med, "DRUGNAME", "medication", cleaned)
+    hicl = _hicl_codes(med)
     visit = _ints(med, "PATIENTUNITSTAYID", allow_missing=True)
     if "DRUGORDERCANCELLED" in med:
         cancelled = np.asarray(
@@ -694,10 +868,6 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
         if cancelled.any():
             drops["medication: cancelled orders"] = int(cancelled.sum())
         visit = np.where(cancelled, -2, visit)
-    no_name = (drug == "") & (visit >= 0)
-    if no_name.any():
-        drops["medication: rows with no drug name"] = int(no_name.sum())
-        visit = np.where(no_name, -2, visit)
     keep = visit != -2
     n = len(drug)
     raw = {
@@ -705,6 +875,7 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
             diag,
             _ints(diag, "PATIENTUNITSTAYID", allow_missing=True),
             icd,
+            icd9_control,
             np.arange(len(icd), dtype=np.float64),
             "diagnosis",
             drops,
@@ -712,7 +883,7 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
         "proc": _events(
             proc,
             _ints(proc, "PATIENTUNITSTAYID", allow_missing=True),
-            _strings(proc, proc_col),
+            *_text(proc, proc_col, procedures, cleaned),
             np.arange(len(proc), dtype=np.float64),
             procedures,
             drops,
@@ -725,9 +896,13 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
             np.full(n, "", dtype=object)[keep],
             "medication",
             drops,
+            fallback=hicl[keep],
         ),
     }
     _orphans(raw, visits, drops)
+    visits = _drop_negative_ages(
+        visits, unit_stay[negative], raw, "patient: visits dropped for a negative age", drops
+    )
     return RawCohort(
         source="eicu",
         root=str(root),
@@ -738,6 +913,7 @@ def read_eicu(root: str | os.PathLike, *, procedures: str = "treatment") -> RawC
         diag_titles={},
         proc_titles={},
         drops=drops,
+        cleaned=cleaned,
     )
 
 

@@ -2,8 +2,10 @@
 splits, mappings, DDI, and bad input, all on synthetic raw tables; and the open MIMIC-III demo
 (skipped when ../shared/data/mimic3-demo is absent, as on a fresh clone)."""
 
+import datetime
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from flame_jax.data import (
     split_patients,
 )
 from flame_jax.data._synthetic import mimic4_tables, write_raw_layout
+from flame_jax.data._tables import _age_years
 from tests.data.demo_data import DEMO, requires_demo
 
 
@@ -517,27 +520,223 @@ def test_eicu_physical_exam_as_procedures(tiny, layouts):
 
 
 def reference_age(birth, when):
-    years = when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
-    return min(max(years, 0), 90)
+    """Completed years from ``birth`` to ``when`` (negative when ``when`` is earlier)."""
+    return when.year - birth.year - ((when.month, when.day) < (birth.month, birth.day))
+
+
+# --------------------------------------------------------------------------------------------------
+# Edge cases in the raw values: negative and shifted ages, control characters, eICU drug names
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def test_negative_age_drops_the_visit_and_ages_over_89_are_capped(tmp_path, layouts):
+    raw = layouts / "mimic3"
+    adm, pat = _table(raw, "ADMISSIONS"), _table(raw, "PATIENTS")
+    admit = pd.to_datetime(adm["ADMITTIME"])
+    # Patient a is born the day after an admission in the middle of the file (an error in the
+    # data: that admission and any earlier one have a negative age); patient b's date of birth
+    # is 300 years back, as MIMIC-III shifts it for patients over 89.
+    row = len(adm) // 2
+    a = adm.at[row, "SUBJECT_ID"]
+    b = next(s for s in adm["SUBJECT_ID"] if s != a)
+    dob_a = admit[row].normalize() + pd.Timedelta(days=1)
+    gone = adm.loc[(adm["SUBJECT_ID"] == a) & (admit < dob_a), "HADM_ID"].astype(int)
+    year_b = int(pat.loc[pat["SUBJECT_ID"] == b, "DOB"].iloc[0][:4])
+
+    def shift(frame):
+        frame = frame.copy()
+        frame.loc[frame["SUBJECT_ID"] == a, "DOB"] = dob_a.strftime("%Y-%m-%d %H:%M:%S")
+        frame.loc[frame["SUBJECT_ID"] == b, "DOB"] = f"{year_b - 300}-01-01 00:00:00"
+        return frame
+
+    ref, _ = prepare(raw, PrepareConfig.unfiltered())
+    ds, report = prepare(
+        _copy_raw(raw, tmp_path / "ages", edit={"PATIENTS": shift}), PrepareConfig.unfiltered()
+    )
+    assert len(gone) >= 1
+    read = report["read"]
+    assert read["ADMISSIONS: visits dropped for a negative age (DOB after ADMITTIME)"] == len(gone)
+    dx, px, rx = (_table(raw, t) for t in ("DIAGNOSES_ICD", "PROCEDURES_ICD", "PRESCRIPTIONS"))
+    in_gone = lambda f: f["HADM_ID"].isin(gone.astype(str))
+    assert (
+        read["diag: rows of visits dropped for a negative age"]
+        == (in_gone(dx) & (dx["ICD9_CODE"] != "")).sum()
+    )
+    assert read["proc: rows of visits dropped for a negative age"] == in_gone(px).sum()
+    assert read["med: rows of visits dropped for a negative age"] == in_gone(rx).sum()
+    keep = ~np.isin(ref.visits.visit_id, gone)
+    np.testing.assert_array_equal(ds.visits.visit_id, ref.visits.visit_id[keep])
+    is_b = ds.visits.patient_id == int(b)
+    assert is_b.any() and (ds.visits.age[is_b] == 90).all()  # the documented cap, not ~300
+    np.testing.assert_array_equal(ds.visits.age[~is_b], ref.visits.age[keep][~is_b])
+    assert ds.visits.age.min() >= 0
+
+
+def test_negative_age_in_mimic4_and_eicu(tmp_path, tiny, layouts):
+    tables = mimic4_tables(tiny)
+    pat, adm = tables["patients"], tables["admissions"]
+    who = int(pat["subject_id"].iloc[0])
+    last = int(pd.to_datetime(adm.loc[adm["subject_id"] == who, "admittime"]).dt.year.max())
+    pat.loc[pat["subject_id"] == who, ["anchor_age", "anchor_year"]] = (0, last + 1)
+    pat.loc[pat["subject_id"] == int(pat["subject_id"].iloc[1]), "anchor_age"] = 91
+    (tmp_path / "hosp").mkdir()
+    for name, frame in tables.items():
+        frame.to_csv(tmp_path / "hosp" / f"{name}.csv", index=False)
+    m4, report = prepare(tmp_path, PrepareConfig.unfiltered(source="mimic4"))
+    key = "admissions: visits dropped for a negative age (anchor_age + year - anchor_year < 0)"
+    assert report["read"][key] == (adm["subject_id"] == who).sum() >= 1
+    assert who not in m4.visits.patient_id and m4.visits.age.min() >= 0
+    assert m4.visits.age.max() == 90
+
+    patient = _table(layouts / "eicu", "patient")
+    stay = patient.at[len(patient) // 2, "patientunitstayid"]
+    root = _copy_raw(
+        layouts / "eicu",
+        tmp_path / "eicu",
+        edit={"patient": lambda f: _set(f, len(f) // 2, "age", "-2")},
+    )
+    eicu, report = prepare(root, PrepareConfig.unfiltered(source="eicu"))
+    assert report["read"]["patient: visits dropped for a negative age"] == 1
+    assert int(stay) not in eicu.visits.visit_id and eicu.visits.age.min() >= 0
 
 
 def test_age_in_completed_years_against_datetime():
-    import datetime
-
-    from flame_jax.data._tables import _age_years
-
     rng = np.random.default_rng(0)
     epoch = datetime.datetime(1970, 1, 1)
     births = [datetime.datetime(1800, 1, 1) + datetime.timedelta(days=int(d))
               for d in rng.integers(0, 150_000, 500)]  # fmt: skip
     births += [datetime.datetime(2096, 2, 29), datetime.datetime(2100, 12, 31)]
+    # Admissions up to 110 years after birth (over the cap) and a few years before it.
     whens = [b + datetime.timedelta(days=int(d), seconds=int(s))
-             for b, d, s in zip(births, rng.integers(0, 40_000, len(births)),
+             for b, d, s in zip(births, rng.integers(-2_000, 40_000, len(births)),
                                 rng.integers(0, 86_400, len(births)), strict=True)]  # fmt: skip
     whens[-2] = datetime.datetime(2101, 2, 28, 23, 0)  # the day before a Feb 29 birthday
+    whens[-1] = datetime.datetime(2100, 12, 30, 23, 0)  # born the next day: negative
     sec = lambda ds: np.asarray([int((d - epoch).total_seconds()) for d in ds], np.int64)
-    got = _age_years(sec(births), sec(whens))
-    want = [reference_age(b, w) for b, w in zip(births, whens, strict=True)]
-    np.testing.assert_array_equal(got, want)
+    age, negative = _age_years(sec(births), sec(whens))
+    years = [reference_age(b, w) for b, w in zip(births, whens, strict=True)]
+    np.testing.assert_array_equal(negative, [y < 0 for y in years])
+    np.testing.assert_array_equal(age[~negative], [min(y, 90) for y in years if y >= 0])
+    assert negative.sum() > 10 and (age == 90).sum() > 10 and negative[-1] and not negative[-2]
     missing = np.asarray([np.iinfo(np.int64).min, 0], np.int64)
-    assert _age_years(missing, np.zeros(2, np.int64)).tolist() == [-1, 0]
+    age, negative = _age_years(missing, np.zeros(2, np.int64))
+    assert age.tolist() == [-1, 0] and not negative.any()
+
+
+def _clean_vocab(ds):
+    for vocab in (ds.diag_vocab, ds.proc_vocab, ds.med_vocab):
+        for text in (*vocab.codes, *vocab.titles):
+            assert not _CONTROL.search(text), repr(text)
+
+
+def test_control_characters_are_removed_and_counted(tmp_path, layouts):
+    raw = layouts / "mimic3"
+    dx, px, rx = (_table(raw, t) for t in ("DIAGNOSES_ICD", "PROCEDURES_ICD", "PRESCRIPTIONS"))
+    coded = dx.index[(dx["ICD9_CODE"].str.len() >= 3) & (dx["HADM_ID"] != "")]
+    r1, r2 = coded[len(coded) // 3], coded[2 * len(coded) // 3]
+    c1 = dx.at[r1, "ICD9_CODE"]
+    named = rx.index[(rx["DRUG_TYPE"] == "MAIN") & rx["DRUG_NAME_GENERIC"].str.contains(" ")]
+    r3, r4 = named[0], named[len(named) // 2]
+    n3, n4 = rx.at[r3, "DRUG_NAME_GENERIC"], rx.at[r4, "DRUG"]
+
+    def diag(v1, v2):  # codes of rows r1 and r2
+        return lambda f: _set(_set(f, r1, "ICD9_CODE", v1), r2, "ICD9_CODE", v2)
+
+    def drugs(f):
+        f = _set(f, r3, "DRUG_NAME_GENERIC", n3[:4] + "\x00" + n3[4:].replace(" ", "\t", 1))
+        return _set(f, r4, "DRUG", n4[:3] + "\x7f\x85\x9f" + n4[3:])
+
+    ref_root = _copy_raw(raw, tmp_path / "ref", edit={"DIAGNOSES_ICD": diag(c1, "")})
+    root = _copy_raw(
+        raw,
+        tmp_path / "ctl",
+        edit={
+            "DIAGNOSES_ICD": diag(c1[:2] + "\x00" + c1[2:], "\x00\x7f\x01"),
+            "PROCEDURES_ICD": lambda f: _set(f, 0, "ICD9_CODE", px.at[0, "ICD9_CODE"] + "\x1b"),
+            "PRESCRIPTIONS": drugs,
+        },
+    )
+    assert "\x00" in (root / "DIAGNOSES_ICD.csv").read_text()
+    ref, ref_report = prepare(ref_root, PrepareConfig.unfiltered())
+    out = tmp_path / "out"
+    ds, report = prepare_dataset(root, out, PrepareConfig.unfiltered())
+    for loaded in (ds, load_dataset(out)):
+        _clean_vocab(loaded)
+        for kind in ("diag", "proc", "med"):
+            assert getattr(loaded, f"{kind}_vocab") == getattr(ref, f"{kind}_vocab")
+            _assert_same_visits(loaded, ref, kind)
+    assert report["cleaned"] == {
+        "DIAGNOSES_ICD: control characters removed from ICD9_CODE": 2,
+        "PROCEDURES_ICD: control characters removed from ICD9_CODE": 1,
+        "PRESCRIPTIONS: control characters removed from DRUG": 1,
+        "PRESCRIPTIONS: control characters removed from DRUG_NAME_GENERIC": 1,
+    }
+    read, ref_read = report["read"], ref_report["read"]
+    assert read["DIAGNOSES_ICD: rows whose code is only control characters"] == 1
+    no_code = "DIAGNOSES_ICD: rows with no code"
+    assert read.get(no_code, 0) == ref_read[no_code] - 1
+    assert "cleaned while reading" in (out / "report.txt").read_text()
+    assert "cleaned" not in ref_report  # nothing to say: the report is as before
+
+
+# eICU medication.drugname in its real shapes: quantity, unit and container before " : ".
+_EICU_NAMES = {
+    # drugname, drughiclseqno -> the vocabulary code
+    ("5 ML VIAL : DILTIAZEM HCL 25 MG/5ML IV SOLN", "6212"): "diltiazem hcl",
+    ("1 EACH VIAL : HEPARIN (PORCINE) 5000 UNIT/ML IJ SOLN", ""): "heparin",
+    ("100 ML PLAS CONT : SODIUM CHLORIDE 0.9 % IV SOLN", "8255"): "sodium chloride",
+    ("ASPIRIN 81 MG PO CHEW", "1820"): "aspirin",
+    ("ASPI\x00RIN 81 MG PO CHEW", ""): "aspirin",
+    ("", "8255"): "HICL:8255",
+    ("2 ML VIAL :", "001234"): "HICL:1234",  # nothing after " : "; the number without zeros
+    ("0.9 % NS", "8255"): "HICL:8255",
+    ("", ""): None,  # dropped: no name, no number
+    ("1 EACH :", ""): None,
+}
+
+
+def test_eicu_quantity_first_drug_names_and_the_hicl_fallback(tmp_path, layouts):
+    raw = layouts / "eicu"
+    med = _table(raw, "medication")
+    ok = med.index[med["drugordercancelled"] == "No"]
+    rows = ok[:: len(ok) // (len(_EICU_NAMES) + 1)][: len(_EICU_NAMES)]
+
+    def edit(frame):
+        for r, (name, hicl) in zip(rows, _EICU_NAMES, strict=True):
+            frame = _set(_set(frame, r, "drugname", name), r, "drughiclseqno", hicl)
+        return frame
+
+    ds, report = prepare(
+        _copy_raw(raw, tmp_path / "eicu", edit={"medication": edit}),
+        PrepareConfig.unfiltered(source="eicu"),
+    )
+    got = _sets(ds, "med")
+    for r, want in zip(rows, _EICU_NAMES.values(), strict=True):
+        if want is not None:
+            assert want in got[int(med.at[r, "patientunitstayid"])], (r, want)
+    assert {"diltiazem hcl", "heparin", "HICL:1234"} <= set(ds.med_vocab.codes)
+    title = dict(zip(ds.med_vocab.codes, ds.med_vocab.titles, strict=True))
+    assert title["diltiazem hcl"] == "DILTIAZEM HCL 25 MG/5ML IV SOLN"
+    assert title["HICL:1234"] == "HICL:1234"
+    _clean_vocab(ds)
+    assert report["cleaned"] == {
+        "med: names read after ' : ' (quantity first)": 3,
+        "med: names from drughiclseqno (HICL:<number>)": 3,
+        "medication: control characters removed from DRUGNAME": 1,
+    }
+    assert report["read"]["med: rows with no usable name"] == 2
+    assert "medication: rows with no drug name" not in report["read"]
+
+
+def test_eicu_drughiclseqno_must_be_an_integer(tmp_path, layouts, capsys):
+    raw = layouts / "eicu"
+    row = len(_table(raw, "medication")) // 2
+    root = _copy_raw(
+        raw, tmp_path / "e", edit={"medication": lambda f: _set(f, row, "drughiclseqno", "12a")}
+    )
+    rc = main(["data", "prepare", "--source", "eicu", "--root", str(root),
+               "--out", str(tmp_path / "o"), "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"medication.csv: column 'DRUGHICLSEQNO', line {row + 2}: '12a' is not an integer" in err
