@@ -36,7 +36,10 @@ build (declared shapes included, shared buffers counted once per array) total at
 ``64 * file size + 1 MiB`` bytes. Tuples nest at most 1000 deep (hashing a deeper one as a dict
 key overflows the C stack), which is checked on the opcodes before anything is built; deeper
 lists load but are refused where they are used (a vocabulary word must be a string or int).
-Running out of memory or recursion depth is a refusal, not a crash.
+Running out of memory or recursion depth is a refusal, not a crash. What the data describes is
+bounded too: ``records_final.pkl`` may hold at most 4 codes per byte of the file + 1 Mi (a list
+repeated by reference costs a few bytes however long it is), and ``med_voc`` at most 20,000 drugs
+(the interaction and co-occurrence graphs are dense [meds, meds] matrices).
 
 Anything else (``os.system``, ``builtins.eval``, ``subprocess``, an unknown class) raises
 :class:`PickleRefusedError` naming the file and the global, before it is imported.
@@ -81,6 +84,8 @@ PICKLE_FILES = (
 _MEMORY_FACTOR = 64  # arrays may total 64 x the file's size + 1 MiB (they carry their bytes)
 _MEMORY_SLACK = 1 << 20
 _MAX_TUPLE_DEPTH = 1000
+_IDS_PER_BYTE = 4  # a pickled code takes at least 2 bytes (BININT1); shared lists take fewer
+_MAX_MEDS = 20_000  # the dense [meds, meds] graphs: 400 MB of uint8 at most (SafeDrug has 131)
 _MAX_DIMS = 32
 _DTYPE_CODE = re.compile(r"([<>=|]?)(\?|b1|[iu][1248]|f[248])")
 _RESOURCE_ERRORS = (
@@ -653,10 +658,15 @@ def _matrix(value: Any, where: str, m: int) -> np.ndarray:
 
 
 def _visits(
-    records: Any, where: str, words: dict[str, list[str]], keys: dict[str, str]
+    records: Any, where: str, words: dict[str, list[str]], keys: dict[str, str], max_ids: int
 ) -> tuple[list[int], list[int], dict[str, list[list[int]]]]:
-    """Patient ids (1..P), visit indices and per-kind id lists of ``records_final.pkl``."""
+    """Patient ids (1..P), visit indices and per-kind id lists of ``records_final.pkl``.
+
+    At most ``max_ids`` ids in all: a pickle may reference one list many times (a few bytes each),
+    so a small file can describe far more codes than it holds; such a file is refused.
+    """
     pids, vidx, lists = [], [], {k: [] for k in keys}
+    total = 0
     for p, patient in enumerate(records):
         if not isinstance(patient, Sequence | np.ndarray) or not len(patient):
             raise DatasetError(f"{where}: patient {p} must be a non-empty list of visits")
@@ -672,6 +682,12 @@ def _visits(
                     raise DatasetError(
                         f"{where}: patient {p}, visit {v}, {kind}: not a list of integers"
                     ) from None
+                total += len(arr) + 1
+                if total > max_ids:
+                    raise DatasetError(
+                        f"{where}: refuses more than {max_ids} codes from a file of this size "
+                        f"({_IDS_PER_BYTE} per byte + 1 Mi: lists repeated by reference?)"
+                    )
                 size = len(words[kind])
                 bad = [i for i in arr if not 0 <= i < size]
                 if bad:
@@ -743,11 +759,17 @@ def read_pickles(
     if not isinstance(records, Sequence | np.ndarray):
         raise DatasetError(f"{rpath}: must be a list of patients, got {type(records).__name__}")
     with _refusing(str(rpath)):
-        pids, vidx, lists = _visits(records, str(rpath), words, keys)
+        max_ids = _IDS_PER_BYTE * rpath.stat().st_size + _MEMORY_SLACK
+        pids, vidx, lists = _visits(records, str(rpath), words, keys, max_ids)
     n = len(pids)
     if not n:
         raise DatasetError(f"{rpath}: no visits")
     m = len(words["med"])
+    if m > _MAX_MEDS:
+        raise DatasetError(
+            f"{vpath}: 'med_voc' has {m} drugs; at most {_MAX_MEDS} are read (the [meds, meds] "
+            "interaction and co-occurrence graphs are dense)"
+        )
     spath = folder / "atc3toSMILES.pkl"
     smiles = loaded.get("atc3toSMILES.pkl", {})
     if not isinstance(smiles, Mapping):

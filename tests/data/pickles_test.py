@@ -225,6 +225,29 @@ def test_bad_pickles(tiny, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_what_the_data_describes_is_bounded_by_the_file(tiny, tmp_path):
+    """A list repeated by reference costs 2 bytes a copy, so 300,000 references to one visit of
+    1,000 codes (a 0.6 MB file) describe 3e8 codes; and a vocabulary of 20,001 drugs asks for
+    dense [meds, meds] graphs of 400 MB. Both are refused, naming the file, before any is built."""
+    folder = tmp_path / "in"
+    _write_pickles(folder, tiny.dataset, style="plain")
+    patient = [[[0] * 1000, [0], [0]]]
+    data = pickle.dumps([patient] * 300_000)
+    assert len(data) < 700_000
+    (folder / "records_final.pkl").write_bytes(data)
+    with pytest.raises(DatasetError, match=r"records_final.pkl: refuses more than \d+ codes"):
+        import_pickles(folder, tmp_path / "out")
+    (folder / "records_final.pkl").write_bytes(pickle.dumps([patient] * 3))
+    import_pickles(folder, tmp_path / "out")  # the same visit three times is fine
+    voc = pickle.loads((folder / "voc_final.pkl").read_bytes())
+    codes = [f"D{i}" for i in range(20_001)]
+    voc["med_voc"] = {"idx2word": dict(enumerate(codes)), "word2idx": {}}
+    (folder / "voc_final.pkl").write_bytes(pickle.dumps(voc))
+    with pytest.raises(DatasetError, match=r"voc_final.pkl: 'med_voc' has 20001 drugs; at most"):
+        import_pickles(folder, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
 def test_numpy_pickles_of_every_protocol():
     x = np.arange(12, dtype=np.int64).reshape(3, 4)
     for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
