@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
+import jax.numpy as jnp
+
 from flame_jax.arraytypes import Array, Bool, Float, Int, Scalar
 from flame_jax.rl._advantages import group_advantages, step_group_advantages, token_advantages
 from flame_jax.rl._losses import LossAux, grpo_loss
@@ -270,8 +272,11 @@ def make_advantage_fn(config: AdvantageConfig) -> Callable[..., Advantages]:
         config: the advantage config.
 
     Returns:
-        A pure function giving ``Advantages``; completions with a non-finite outcome reward get
-        advantage 0 throughout.
+        A pure function giving ``Advantages``. A completion whose outcome reward is non-finite
+        (NaN: unscorable) is not part of its group: it is left out of the outcome statistics and
+        its steps out of the step pool (they count for nothing in the pooled mean and std), its
+        outcome, step and token advantages are all exactly 0, and the other completions get
+        the advantages of the group without it, in every mode and for every step weight.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -294,6 +299,8 @@ def make_advantage_fn(config: AdvantageConfig) -> Callable[..., Advantages]:
         step_mask: Bool[Array, "batch group steps"],
         token_steps: Int[Array, "batch group tokens"],
     ) -> Advantages:
+        # An unscorable completion leaves the group entirely, its steps included.
+        step_mask = step_mask & jnp.isfinite(outcome_rewards)[..., None]
         outcome = group_advantages(outcome_rewards, **kwargs)
         steps = step_group_advantages(step_rewards, step_mask, mode=config.step_mode, **kwargs)
         tokens = token_advantages(

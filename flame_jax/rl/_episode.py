@@ -1,7 +1,8 @@
 """Host side of an episode: completion text -> lines -> actions -> set trajectory (pure Python).
 
 A list-editing completion is split into lines; every non-empty line is one decision step. A line
-names one drug (after normalising case, spaces and hyphens) or it is an invalid step. The task
+names one drug (after normalising case, spaces and hyphens: :func:`normalize_drug_name`) or it is
+an invalid step. The task
 ("add" or "remove") turns the named drug into a set update; adding a present drug or removing an
 absent one is a valid no-op. The trajectory s_0..s_T starts at the pre-predicted list P0.
 
@@ -30,13 +31,27 @@ __all__ = [
     "split_steps",
 ]
 
-_SPACES_AND_HYPHENS = re.compile(r"[\s\-‐‑‒–—]+")
+# What a reader sees as a space inside a line: tab and the Unicode space separators (category Zs:
+# space, no-break space, the U+2000 block, narrow no-break, medium mathematical, ideographic).
+_SPACES = "\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_HYPHENS = "\\-\u2010-\u2014"  # hyphen-minus, hyphen, non-breaking hyphen, figure / en / em dash
+_SEPARATORS = re.compile(f"[{_SPACES}{_HYPHENS}]+")
 
 Task = Literal["add", "remove"]
 
 
 def normalize_drug_name(text: str) -> str:
-    """Normalises a drug name for exact matching: strip, lower-case, drop whitespace and hyphens.
+    """Normalises a drug name for exact matching: lower-case, drop spaces and hyphens.
+
+    Normative rule (extends DESIGN §5's "spaces"): a space is anything a reader sees as one,
+    i.e. tab and every Unicode space separator (category Zs: U+0020, no-break space U+00A0,
+    U+1680, U+2000-U+200A, narrow no-break space U+202F, U+205F, ideographic space U+3000);
+    model outputs and tokenisers produce these, and the line reads the same. Hyphens are
+    hyphen-minus and U+2010-U+2014. A line's CR / LF ends are stripped (CRLF text). Every other
+    character stays in the key, so a line holding a control character (NUL, vertical tab, form
+    feed, U+001C-U+001F, NEL, U+2028 / U+2029) or an invisible format character (zero-width space
+    U+200B, zero-width (non-)joiner, word joiner U+2060, soft hyphen U+00AD, BOM U+FEFF) names no
+    drug: an invalid step, never a silently valid name.
 
     Args:
         text: a drug name or one completion line.
@@ -47,14 +62,14 @@ def normalize_drug_name(text: str) -> str:
     Examples:
         >>> normalize_drug_name("  Acetylsalicylic-Acid ")
         'acetylsalicylicacid'
-        >>> normalize_drug_name("Insulin  glargine")
-        'insulinglargine'
+        >>> normalize_drug_name("Insulin\\tglargine\\u00a0"), normalize_drug_name("aspi\\u200brin")
+        ('insulinglargine', 'aspi\\u200brin')
 
     References:
         FLAME, arXiv 2505.20218 (2025): the original parser strips, lower-cases and removes spaces
         and hyphens before an exact match.
     """
-    return _SPACES_AND_HYPHENS.sub("", text.strip().lower())
+    return _SEPARATORS.sub("", text.strip("\r\n").lower())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -215,11 +215,13 @@ def make_grid_fn(
             weights, w = point[:3], point[3]
             steps = jnp.einsum("k,kbgs->bgs", weights, basis_steps)
             outcome = jnp.einsum("k,kbg->bg", weights, basis_outcome)
+            # As in make_advantage_fn: a completion with a non-finite outcome leaves the group.
+            pooled = mask & jnp.isfinite(outcome)[..., None]
             a = group_advantages(outcome, **norm)
-            r = step_group_advantages(steps, mask, mode=advantage.step_mode, **norm)
+            r = step_group_advantages(steps, pooled, mode=advantage.step_mode, **norm)
             # Tokens of a real step get the step advantage r~ (weight 1), all others A.
             stepped = token_advantages(
-                a, r, token_steps, mask, step_weight=1.0, mixing=advantage.mixing
+                a, r, token_steps, pooled, step_weight=1.0, mixing=advantage.mixing
             )
             a_tok = jnp.broadcast_to(a[..., None], token_steps.shape)
             tokens = a_tok + w * (stepped - a_tok)
@@ -230,7 +232,7 @@ def make_grid_fn(
                 zero_advantage_fraction=jnp.mean(jnp.all(a == 0.0, axis=1).astype(jnp.float32)),
                 step_reward_mean=_masked_mean(steps, mask),
                 step_advantage_std=jnp.sqrt(
-                    _masked_mean(jnp.square(r - _masked_mean(r, mask)), mask)
+                    _masked_mean(jnp.square(r - _masked_mean(r, pooled)), pooled)
                 ),
                 token_advantage_abs_mean=_masked_mean(jnp.abs(tokens), token_mask),
             )

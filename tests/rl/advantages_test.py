@@ -245,3 +245,76 @@ def test_config_validation_names_the_bad_value():
     with pytest.raises(ValueError, match="floor must be >= 0, got -1"):
         rl.AdvantageConfig(floor=-1.0)
     assert rl.AdvantageConfig(step_weight=1.5, mixing="additive").step_weight == 1.5
+
+
+def _reference_advantages(outcome, steps, step_mask, token_steps, config):
+    """make_advantage_fn in float64 loops, with unscorable completions dropped from the group."""
+    scored = np.isfinite(outcome)
+    pool = step_mask & scored[..., None]  # a dropped completion has no steps in the pool
+    est, ddof = config.estimator, config.std_ddof
+    a = _reference_group(outcome, scored, est, ddof)
+    r = _reference_steps(steps, pool, config.step_mode, est, ddof)
+    tok = _reference_tokens(a, r, token_steps, pool, config.step_weight, config.mixing)
+    return a, r, tok
+
+
+ADVANTAGE_CONFIGS = [
+    rl.AdvantageConfig(step_mode="return_to_go"),
+    rl.AdvantageConfig(),
+    rl.AdvantageConfig(estimator="drgrpo", step_mode="return_to_go", step_weight=1.0),
+    rl.AdvantageConfig(estimator="rloo", std_ddof=1, step_weight=0.3),
+    rl.AdvantageConfig(std_ddof=0, step_mode="return_to_go", mixing="additive", step_weight=2.0),
+    rl.AdvantageConfig.outcome_only(),
+]
+
+
+def _episode_batch(rng, batch, group, steps, tokens):
+    outcome = rng.random((batch, group))
+    lengths = rng.integers(0, steps + 1, (batch, group))
+    mask = np.arange(steps)[None, None] < lengths[..., None]
+    step_rewards = np.where(mask, rng.normal(size=(batch, group, steps)), 0.0)
+    token_steps = rng.integers(-1, steps, (batch, group, tokens))
+    return outcome, step_rewards, mask, token_steps
+
+
+@pytest.mark.parametrize("config", ADVANTAGE_CONFIGS)
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_unscorable_completion_leaves_the_group(config, use_jit):
+    """A NaN outcome: advantage 0 on every token, its steps out of the step pool (issue 17).
+
+    The others equal the group without it: the float64 reference drops it, and so does the
+    function itself when the completion is physically removed.
+    """
+    rng = np.random.default_rng(17)
+    outcome, steps, mask, token_steps = _episode_batch(rng, 6, 5, 4, 9)
+    steps = steps * 3.0  # the unscorable completions' step rewards are large and finite
+    outcome[0, 2] = np.nan  # one unscorable completion
+    outcome[1, [0, 3]] = np.nan  # two
+    outcome[2, 1:] = np.nan  # all but one: the survivor's group has size 1
+    outcome[3] = np.nan  # all
+    outcome[4, 4] = np.inf
+    mask[0, 2, :3] = True  # make sure the dropped ones have steps
+    mask[3, :, 0] = True
+    fn = rl.make_advantage_fn(config)
+    fn = jax.jit(fn) if use_jit else fn
+    args = (outcome, steps, mask, token_steps)
+    got = fn(*(jnp.asarray(x, jnp.float32 if x.dtype == np.float64 else None) for x in args))
+    for name, g in zip(("outcome", "steps", "tokens"), got, strict=True):
+        assert np.all(np.isfinite(np.asarray(g))), name
+    want = _reference_advantages(outcome, steps, mask, token_steps, config)
+    for name, g, w in zip(("outcome", "steps", "tokens"), got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=3e-5, atol=3e-5, err_msg=name)
+    bad = ~np.isfinite(outcome)
+    np.testing.assert_array_equal(np.asarray(got.tokens)[bad], 0.0)
+    np.testing.assert_array_equal(np.asarray(got.steps)[bad], 0.0)
+    np.testing.assert_array_equal(np.asarray(got.outcome)[bad], 0.0)
+    np.testing.assert_array_equal(np.asarray(got.tokens)[3], 0.0)  # all unscorable
+    # Row 0 with completion 2 removed: the same advantages for the other four.
+    keep = np.arange(5) != 2
+    alone = fn(
+        *(jnp.asarray(x[:1, keep], jnp.float32 if x.dtype == np.float64 else None) for x in args)
+    )
+    for name, g, w in zip(("outcome", "steps", "tokens"), got, alone, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(g)[0, keep], np.asarray(w)[0], rtol=1e-6, atol=1e-6, err_msg=name
+        )

@@ -1,6 +1,7 @@
 """Episodes: normaliser, vocabulary, parser and padding against a literal plain-Python reading."""
 
 import random
+import unicodedata
 
 import numpy as np
 import pytest
@@ -91,6 +92,65 @@ def test_edge_cases():
     assert blank.states[-1] == frozenset()
     crlf = rl.parse_episode("heparin\r\nheparin\r\n", task="add", initial=[], vocabulary=vocab)
     assert [a.kind for a in crlf.actions] == [rl.ActionKind.ADD, rl.ActionKind.NOOP]
+
+
+# The rule of normalize_drug_name: tab and the Unicode space separators (category Zs) read as
+# spaces and are dropped like them; control and invisible format characters are not.
+SPACE_LIKE = ["\t", "\u00a0", "\u202f", "\u3000", "\u2002", "\u2009", "\u205f", "\u1680"]
+NOT_SPACES = [
+    "\u200b",  # zero-width space
+    "\u200c",  # zero-width non-joiner
+    "\u200d",  # zero-width joiner
+    "\u2060",  # word joiner
+    "\ufeff",  # byte-order mark
+    "\u00ad",  # soft hyphen
+    "\x00",
+    "\x0b",  # vertical tab
+    "\x0c",  # form feed
+    "\x1f",  # unit separator (str.isspace() says True)
+    "\x85",  # next line
+    "\u2028",  # line separator
+    "\x7f",
+]
+
+
+@pytest.mark.parametrize("space", SPACE_LIKE)
+def test_tabs_and_unicode_spaces_read_as_spaces(space):
+    vocab = rl.DrugVocabulary(names=NAMES)
+    for line in (
+        f"insulin{space}glargine",
+        f"{space}Warfarin{space}{space}",
+        f"co{space}-trimoxazole",
+    ):
+        assert vocab.lookup(line) is not None, repr(line)
+    ep = rl.parse_episode(
+        f"Insulin{space}Glargine\n{space}heparin", task="add", initial=[], vocabulary=vocab
+    )
+    assert [(a.drug, a.kind) for a in ep.actions] == [
+        (3, rl.ActionKind.ADD),
+        (2, rl.ActionKind.ADD),
+    ]
+
+
+@pytest.mark.parametrize("char", NOT_SPACES)
+def test_control_and_invisible_characters_make_an_invalid_step(char):
+    vocab = rl.DrugVocabulary(names=NAMES)
+    for line in (f"war{char}farin", f"warfarin{char}", f"{char}warfarin"):
+        assert vocab.lookup(line) is None, repr(line)
+    ep = rl.parse_episode(f"aspirin\nwar{char}farin\n", task="add", initial=[], vocabulary=vocab)
+    assert [a.kind for a in ep.actions] == [rl.ActionKind.ADD, rl.ActionKind.INVALID]
+    assert ep.states[-1] == frozenset({0})
+
+
+def test_the_space_class_is_tab_plus_unicode_category_zs():
+    """Exactly the characters the rule names are dropped, over the Basic Multilingual Plane."""
+    hyphens = set("-\u2010\u2011\u2012\u2013\u2014")
+    for code in range(0x10000):
+        c = chr(code)
+        if c in "\r\n" or c.lower() != c or 0xD800 <= code < 0xE000:
+            continue  # line ends, characters lower() changes, surrogates
+        dropped = rl.normalize_drug_name(f"a{c}b") == "ab"
+        assert dropped == (c == "\t" or unicodedata.category(c) == "Zs" or c in hyphens), hex(code)
 
 
 def test_vocabulary_rejects_collisions_and_bad_synonyms():
