@@ -7,7 +7,9 @@ subsets have ``2^n`` rows in that order (:func:`subset_members`).
 
 * :func:`ensemble_cost` is (C)'s ``cost_Q``.
 * :func:`subset_costs` is the closed form of (C)'s Model Interaction Graph look-up,
-  ``c(X) = cost_Q(X ∩ U)`` or 1.0 when ``X ∩ U = ∅`` (``U``: models with ``a > tau_use``).
+  ``c(X) = cost_Q(X ∩ U)`` or 1.0 when ``X ∩ U = ∅`` (``U``: models with ``a > tau_use``);
+  :func:`host_subset_costs` is the same table with the per-model terms computed in float64 on
+  the host (accuracies within float32 rounding of 1 keep a non-zero cost).
 * :func:`pairwise_chemistry` is ChemE: the second-order difference of ``c`` over contexts, in the
   published ``"replicate"`` mode (``max_X min(1, |Δ| / c(X∪{a,b}))``) or in the
   ``"informative"`` mode (signed, Shapley-weighted average over contexts).
@@ -37,6 +39,7 @@ __all__ = [
     "SubsetCosts",
     "configuration_chemistry",
     "ensemble_cost",
+    "host_subset_costs",
     "pairwise_chemistry",
     "recommend_ensemble",
     "recommendation_loss",
@@ -102,13 +105,17 @@ def ensemble_cost(
     if not jnp.issubdtype(q.dtype, jnp.floating):
         q = q.astype(jnp.float32)
     a = jnp.asarray(accuracy, dtype=q.dtype)
-    members = jnp.asarray(members, dtype=bool)
     # (scale - q) / scale, not 1 - q / scale: a perfect quality must give exactly 0 (ChemE skips
     # zero costs), and XLA may turn the division into a multiplication by the reciprocal.
     penalty = (quality_scale - q) / quality_scale * (1 - a)
     order = jnp.argsort(-q, stable=True)  # quality descending, ties by index
+    return _ranked_cost(penalty, order, jnp.asarray(members, dtype=bool))
+
+
+def _ranked_cost(penalty: Array, order: Array, members: Array) -> Array:
+    """``sum_i penalty_(i) / i`` over the members, ranked ``i = 1..`` in ``order``."""
     in_order = members[..., order]
-    rank = jnp.cumsum(in_order, axis=-1).astype(q.dtype)
+    rank = jnp.cumsum(in_order, axis=-1).astype(penalty.dtype)
     terms = jnp.where(
         in_order, jnp.broadcast_to(penalty[order], rank.shape) / jnp.maximum(rank, 1), 0
     )
@@ -166,11 +173,69 @@ def subset_costs(
     if not jnp.issubdtype(q.dtype, jnp.floating):
         q = q.astype(jnp.float32)
     a = jnp.asarray(accuracy, dtype=q.dtype)
-    members = subset_members(q.shape[0])
-    used = members & (a > usage_threshold)[None, :]
+    penalty = (quality_scale - q) / quality_scale * (1 - a)  # as in ensemble_cost
+    order = jnp.argsort(-q, stable=True)
+    return _cost_table(penalty, order, a > usage_threshold, empty_cost)
+
+
+@jax.jit
+def _cost_table(
+    penalty: Array, order: Array, usable: Array, empty_cost: float | Array
+) -> SubsetCosts:
+    members = subset_members(penalty.shape[0])
+    used = members & usable[None, :]
     defined = jnp.any(used, axis=-1)
-    cost = ensemble_cost(q, a, used, quality_scale=quality_scale)
-    return SubsetCosts(cost=jnp.where(defined, cost, empty_cost).astype(q.dtype), defined=defined)
+    cost = _ranked_cost(penalty, order, used)
+    return SubsetCosts(
+        cost=jnp.where(defined, cost, empty_cost).astype(penalty.dtype), defined=defined
+    )
+
+
+def host_subset_costs(
+    quality: Float[ArrayLike, " models"],
+    accuracy: Float[ArrayLike, " models"],
+    *,
+    usage_threshold: float = 0.5,
+    quality_scale: float = 10.0,
+    empty_cost: float = 1.0,
+) -> SubsetCosts:
+    """:func:`subset_costs` with the per-model terms computed on the host in float64.
+
+    The penalties ``(scale - q)/scale (1 - a)``, the usage test ``a > usage_threshold`` and the
+    quality ranking are computed with NumPy in float64 before anything reaches JAX; the table is
+    then built in JAX's default float dtype. In float32, ``1 - a`` is exactly 0 for every
+    accuracy within about 6e-8 of 1, the model's cost becomes 0 and the replicate chemistry
+    skips it (``c = 0`` is "no cost"), so pairs change or vanish and the recommended ensemble
+    changes. A positive float64 penalty stays positive in float32, so the zero tests agree with
+    float64; accuracies of exactly 1 still give 0 as they should. Host side: concrete arrays
+    only (use :func:`subset_costs` under ``jit``).
+
+    Args:
+        quality: quality per model, ``[models]``.
+        accuracy: accuracy per model, ``[models]``.
+        usage_threshold: ``tau_use``; a model is used iff its accuracy is strictly above it.
+        quality_scale: the top of the quality scale.
+        empty_cost: the cost of a set with no used model.
+
+    Returns:
+        :class:`SubsetCosts` with ``2^n`` entries.
+
+    Examples:
+        >>> import numpy as np
+        >>> c = host_subset_costs(np.array([9.0, 8.0]), np.array([1 - 1e-9, 1.0]))
+        >>> [x > 0 for x in c.cost.tolist()], c.defined.tolist()
+        ([True, True, False, True], [False, True, True, True])
+    """
+    q = np.asarray(quality, dtype=np.float64)
+    a = np.asarray(accuracy, dtype=np.float64)
+    if q.ndim != 1 or q.shape != a.shape:
+        raise ValueError(f"quality and accuracy must both be [models], got {q.shape}, {a.shape}")
+    _check_pool(q.shape[0])
+    penalty = (quality_scale - q) / quality_scale * (1 - a)
+    order = np.argsort(-q, kind="stable").astype(np.int32)
+    return _cost_table(
+        jnp.asarray(penalty), jnp.asarray(order), jnp.asarray(a > usage_threshold), empty_cost
+    )
 
 
 class Chemistry(NamedTuple):

@@ -40,7 +40,9 @@ def reviewer_quality(
     ``SD`` is the population standard deviation (ddof 0) of all observed grades; the ``sqrt(2)``
     turns the spread of one grade into the spread of the difference of two. ``rho = 1`` means
     perfect agreement with the consensus, 0 means no better than random grading. When every
-    observed grade is equal (SD 0) every reviewer agrees with the consensus and gets 1.
+    observed grade is equal (SD 0) every reviewer agrees with the consensus and gets 1; this is a
+    deliberate difference from the original code, which divides 0 by 0 there and turns the NaN
+    into quality 0.
     Reviewers without any edge get 0.
 
     Args:

@@ -28,9 +28,9 @@ import numpy as np
 from flame_jax._io import write_bytes_atomic
 from flame_jax.consensus._chemistry import (
     Chemistry,
+    host_subset_costs,
     pairwise_chemistry,
     recommend_ensemble,
-    subset_costs,
 )
 
 __all__ = [
@@ -319,7 +319,9 @@ def chemistry_from_history(
     """Pairwise chemistry of the pool ``names`` from a performance history.
 
     ``aggregate`` defaults to ``"max"`` for the replicate mode and ``"mean"`` for the informative
-    mode (consensus_spec §5).
+    mode (consensus_spec §5). The subset costs come from :func:`host_subset_costs`: the per-model
+    penalties are computed in float64, so an accuracy of ``1 - 1e-9`` keeps a non-zero cost (in
+    float32 it would round to 1 and the replicate chemistry would skip the model).
 
     Examples:
         >>> base = dict(trial="t 0", temperature=0.0, latency=1.0, elapsed=2.0, id="Item_0",
@@ -334,11 +336,9 @@ def chemistry_from_history(
     if aggregate is None:
         aggregate = "max" if mode == "replicate" else "mean"
     profiles = model_profiles(history, names, aggregate=aggregate)
-    costs = subset_costs(
-        np.asarray(profiles.quality, np.float32),
-        np.asarray(profiles.accuracy, np.float32),
-        usage_threshold=usage_threshold,
-    )
+    # The penalties (1 - a, the quality factor) in float64 on the host: in float32 an accuracy
+    # within 6e-8 of 1 would cost exactly 0, and the replicate chemistry skips zero costs.
+    costs = host_subset_costs(profiles.quality, profiles.accuracy, usage_threshold=usage_threshold)
     chem = pairwise_chemistry(
         costs.cost, costs.defined if mode == "informative" else None, mode=mode
     )

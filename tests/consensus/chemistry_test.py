@@ -11,6 +11,7 @@ from flame_jax.consensus import (
     Chemistry,
     configuration_chemistry,
     ensemble_cost,
+    host_subset_costs,
     pairwise_chemistry,
     recommend_ensemble,
     recommendation_loss,
@@ -108,6 +109,45 @@ def test_subset_costs_equal_the_mig_lookup(n):
                 reference_mig_cost(nodes, subset), abs=1e-12
             )
             assert bool(costs.defined[x]) == any(a[m] > 0.5 for m in subset)
+
+
+# Accuracies a float32 cannot tell from 1 (1 - a < 6e-8) next to ones it can, and exactly 1.
+NEAR_ONE = (1 - 1e-9, 1.0, 1 - 3e-8, 1 - 1e-12, 1 - 1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 6, 8])
+def test_host_subset_costs_keep_accuracies_next_to_one(n):
+    """Float64 penalties on the host: same costs, same zero tests, same chemistry as float64."""
+    rng = np.random.default_rng(n)
+    for _ in range(3):
+        q = np.round(rng.uniform(4.0, 9.9, size=n), 3)
+        a = rng.uniform(0.3, 1.0, size=n)
+        a[rng.permutation(n)[: min(n, len(NEAR_ONE))]] = NEAR_ONE[:n]
+        costs = host_subset_costs(q, a)  # the default dtype: float32
+        assert costs.cost.dtype == jnp.float32
+        nodes = reference_mig(q, a)
+        members = np.asarray(subset_members(n))
+        want = np.array(
+            [reference_mig_cost(nodes, set(np.flatnonzero(members[x]))) for x in range(2**n)]
+        )
+        got = np.asarray(costs.cost, np.float64)
+        np.testing.assert_array_equal(got == 0, want == 0)  # 1 - 1e-9 costs > 0, exactly 1 costs 0
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+        np.testing.assert_array_equal(
+            np.asarray(costs.defined), [a_ > 0.5 for a_ in a] @ members.T > 0
+        )
+        chem = pairwise_chemistry(costs.cost)
+        value, has = _table_to_arrays(reference_cheme(q, a), n)
+        np.testing.assert_array_equal(np.asarray(chem.defined), has)
+        np.testing.assert_allclose(np.asarray(chem.value), value, atol=1e-5)
+        # x64: the same table as subset_costs (up to the last bit of a division).
+        with jax.enable_x64(True):
+            host, device = host_subset_costs(q, a), subset_costs(q, a)
+        np.testing.assert_allclose(np.asarray(host.cost), np.asarray(device.cost), rtol=1e-15)
+        np.testing.assert_array_equal(np.asarray(host.defined), np.asarray(device.defined))
+    # A ValueError naming the shapes (a TypeError first when annotations are checked at run time).
+    with pytest.raises((ValueError, TypeError), match="models"):
+        host_subset_costs(np.ones(3), np.ones(2))
 
 
 def _table_to_arrays(table, n):

@@ -18,6 +18,7 @@ from flame_jax.consensus import (
     recommend_from_history,
     write_history,
 )
+from tests.consensus.consensus_reference import reference_cheme, reference_recommend
 
 BASE = {
     "trial": "vignette_0 0",
@@ -157,6 +158,44 @@ def test_recommend_from_history_matches_the_toy_pool():
     assert recommend_from_history(rows, names[::-1], 2) == ("b", "a")
     with pytest.raises(ValueError, match="ensemble size"):
         recommend_from_history(rows, names, 5)
+
+
+def _near_one_history(seed, n=8):
+    """A pool whose best records have accuracies next to 1 (and exactly 1), distinct qualities."""
+    rng = np.random.default_rng(seed)
+    names = [f"m{k}" for k in range(n)]
+    acc = rng.uniform(0.3, 1.0, size=n)
+    near = [1 - 1e-9, 1.0, 1 - 3e-8, 1 - 1e-12, 1 - 2e-8]
+    acc[rng.permutation(n)[: len(near)]] = near
+    quality = np.round(rng.uniform(5.0, 9.9, size=n), 3)
+    rows = [
+        _row(model=m, quality=float(q), accuracy=float(a), latency=float(k + 1))
+        for k, (m, q, a) in enumerate(zip(names, quality, acc, strict=True))
+    ]
+    # A worse record per model, which the "max" aggregate must ignore.
+    rows += [_row(model=m, trial="v1 0", quality=1.0, accuracy=0.2) for m in names]
+    return rows, names, quality, acc
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chemistry_from_history_keeps_accuracies_next_to_one(seed):
+    """Accuracies of 1 - 1e-9 must not round to 1 (zero cost, skipped by ChemE) in float32.
+
+    Same pairs, same values and the same ensemble of 3 as the float64 reference.
+    """
+    rows, names, q, a = _near_one_history(seed)
+    n = len(names)
+    chem, profiles = chemistry_from_history(rows, names)
+    np.testing.assert_array_equal(profiles.accuracy, a)  # the profiles stay float64
+    table = reference_cheme(q, a)
+    has = np.zeros((n, n), bool)
+    value = np.zeros((n, n))
+    for (i, j), v in table.items():
+        has[i, j], value[i, j] = True, v
+    np.testing.assert_array_equal(np.asarray(chem.defined), has)
+    np.testing.assert_allclose(np.asarray(chem.value), value, atol=1e-5)
+    want = reference_recommend(table, n, size=3, accuracy=a, latency=np.arange(1.0, n + 1))
+    assert recommend_from_history(rows, names, 3) == tuple(names[k] for k in want)
 
 
 def test_recommendation_does_not_depend_on_the_hash_seed(tmp_path):

@@ -262,11 +262,8 @@ def test_eager_unbatched_matches_float64_reference(config, shapes):
 
 
 def test_float32_matches_float64_reference_with_leave_one_out():
-    """Float32 is accurate for the published (LOO) variant.
-
-    (Without LOO a symmetric pair of one-item reviewers is an unstable fixed point, so float32 and
-    float64 may legitimately settle on different sides; those cases are compared in float64.)
-    """
+    """Float32 is accurate for the published (LOO) variant (all-data mode: see
+    ``test_all_data_float32_matches_float64_on_small_graphs``)."""
     rng = np.random.default_rng(4)
     graphs, g_b, m_b = _random_batch(
         rng, [(3, 3), (5, 7), (10, 10), (16, 16)] * 3, density=0.7, pad=(16, 16)
@@ -281,6 +278,92 @@ def test_float32_matches_float64_reference_with_leave_one_out():
             for k in FIELDS
         }
         _assert_matches(got, expected, atol=2e-5, rtol=1e-4)
+
+
+def _peer_graphs_with_missing_reviews(rng, n, size):
+    """``n`` random peer-review graphs (self-review masked) with at least one missing review."""
+    graphs = []
+    while len(graphs) < n:
+        g, m = random_graph(rng, size, size, density=0.6, peer_review=True)
+        if m.sum() < size * (size - 1):
+            graphs.append((g, m))
+    return graphs
+
+
+def test_all_data_float32_keeps_a_symmetric_pair_symmetric():
+    """Two reviewers whose only review is the same item: an unstable symmetric fixed point.
+
+    Exact arithmetic (and float64) stays on it: equal variances, consensus at the midpoint. The
+    float32 residuals g - mu used to differ by an ulp between the two, the gap doubled every
+    round, and after 20 rounds one reviewer had taken the item (0.45 off the midpoint here).
+    """
+    grades = np.array([[np.nan, np.nan, 0.9], [np.nan, np.nan, 0.0], [0.6, 0.2, np.nan]])
+    mask = ~np.isnan(grades)
+    config = VancouverConfig.reference_2014()
+    expected = reference_vancouver(grades, mask, leave_one_out=False)
+    g32 = np.nan_to_num(grades).astype(np.float32)
+    for got in (
+        vancouver(g32, mask, config=config),
+        jax.tree.map(lambda x: x[0], vancouver_batch(g32[None], mask[None], config=config)),
+    ):
+        _assert_matches(_as_numpy(got), expected, atol=2e-5, rtol=1e-4)
+        # Reviewers 0 and 1 grade only item 2: the consensus is their midpoint, 0.45.
+        assert abs(float(got.grade[2]) - 0.45) < 1e-5
+        assert float(got.reviewer_variance[0]) == float(got.reviewer_variance[1])
+
+
+def test_all_data_float32_matches_float64_on_small_graphs():
+    """Issue 17: without leave-one-out, float32 settled on another fixed point than float64 in
+    one small peer-review graph with missing reviews in seven (up to 0.45 in the grade).
+
+    Measured after the fix on 1,872 such 3x3 graphs: grade within 8.2e-5 (vancouver) / 2.0e-4
+    (vancouver_batch), reviewer quality within 5.3e-4 / 1.3e-3; larger graphs are closer.
+    """
+    rng = np.random.default_rng(17)
+    graphs = _peer_graphs_with_missing_reviews(rng, 400, 3)
+    graphs += [random_graph(rng, 5, 5, density=1.0, peer_review=True) for _ in range(40)]
+    graphs += [random_graph(rng, 8, 8, density=0.5, peer_review=True) for _ in range(40)]
+    config = VancouverConfig.reference_2014()
+    padded = [_pad(g, m, rng) for g, m in graphs]
+    g_b = np.stack([p[0] for p in padded]).astype(np.float32)
+    m_b = np.stack([p[1] for p in padded])
+    vmapped = jax.jit(jax.vmap(lambda g, m: vancouver(g, m, config=config)))(g_b, m_b)
+    batched = vancouver_batch(g_b, m_b, config=config)
+    worst = dict.fromkeys(("vmap_grade", "vmap_quality", "batch_grade", "batch_quality"), 0.0)
+    for b, (g, m) in enumerate(graphs):
+        r, i = g.shape
+        expected = reference_vancouver(g, m, leave_one_out=False)
+        for name, res in (("vmap", vmapped), ("batch", batched)):
+            grade = np.abs(np.asarray(res.grade)[b, :i] - expected["grade"]).max()
+            quality = np.abs(
+                np.asarray(res.reviewer_quality)[b, :r] - expected["reviewer_quality"]
+            ).max()
+            worst[f"{name}_grade"] = max(worst[f"{name}_grade"], grade)
+            worst[f"{name}_quality"] = max(worst[f"{name}_quality"], quality)
+    assert worst["vmap_grade"] < 2e-4 and worst["batch_grade"] < 4e-4, worst
+    assert worst["vmap_quality"] < 1e-3 and worst["batch_quality"] < 2.5e-3, worst
+
+
+@pytest.mark.parametrize("loo", [True, False])
+def test_equal_grades_give_reviewer_quality_one(loo):
+    """A deliberate difference from the original code: when every observed grade is equal, SD
+    is 0 and the original's 0/0 NaN ends as quality 0; ours gives every reviewer with a review 1
+    (each agrees with the consensus exactly). Reviewers without a review get 0."""
+    config = VancouverConfig(leave_one_out=loo)
+    mask = np.array([[0, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 0]], bool)
+    grades = np.where(mask, 0.35, np.nan)
+    want = [1.0, 1.0, 1.0, 0.0]
+    for dtype in (np.float32, np.float64):
+        with jax.enable_x64(dtype == np.float64):
+            g = np.nan_to_num(grades).astype(dtype)
+            single = vancouver(g, mask, config=config)
+            batch = vancouver_batch(g[None], mask[None], config=config)
+            np.testing.assert_array_equal(np.asarray(single.reviewer_quality), want)
+            np.testing.assert_array_equal(np.asarray(batch.reviewer_quality)[0], want)
+            np.testing.assert_allclose(np.asarray(single.grade), 0.35, rtol=1e-6)
+    np.testing.assert_array_equal(
+        reference_vancouver(grades, mask, leave_one_out=loo)["reviewer_quality"], want
+    )
 
 
 def test_padding_anywhere_changes_nothing_float32():
