@@ -4,8 +4,11 @@ Commands:
   flame-jax serve [--model DIR [--model-name NAME]]
                   [--backend {oracle,most-frequent,noisy-oracle} ... --data DIR [--truth DIR]]
                   [--noise 0.3] [--host 127.0.0.1] [--port 8000]
-                  [--api-key KEY | env FLAME_JAX_API_KEY] [--max-concurrency 4]
-                  [--max-request-bytes 1000000]
+                  [--api-key KEY | env FLAME_JAX_API_KEY]
+                  [--max-request-bytes 1000000] [--max-concurrency 4] [--max-queue 16]
+                  [--max-connections 256] [--header-timeout 10] [--body-timeout 15]
+                  [--max-header-bytes 16384] [--keep-alive-timeout 5] [--max-tokens 4096]
+                  [--max-prompt-tokens 4096]
   flame-jax consensus vignettes --data DIR --out FILE [--split test --limit N --no-history]
   flame-jax consensus run --config YAML [--out DIR --overwrite --quiet]
 """
@@ -59,7 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     backends = {}
     if args.model is not None:
-        backends[args.model_name or Path(args.model).name] = PolicyBackend(args.model)
+        backends[args.model_name or Path(args.model).name] = PolicyBackend(
+            args.model, max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_tokens
+        )
     if args.backend:
         backends.update(build_backends(args.backend, args.data, args.truth, noise=args.noise))
     app = create_app(
@@ -67,12 +72,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         max_request_bytes=args.max_request_bytes,
         max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        max_tokens_limit=args.max_tokens,
+        body_timeout_s=args.body_timeout,
     )
     _print(
         f"serving {', '.join(backends)} on http://{args.host}:{args.port}/v1 "
         f"(API key {'required' if api_key else 'not required'})"
     )
-    run_server(app, host=args.host, port=args.port)
+    run_server(
+        app,
+        host=args.host,
+        port=args.port,
+        header_timeout_s=args.header_timeout,
+        keep_alive_timeout_s=args.keep_alive_timeout,
+        max_connections=args.max_connections or None,
+        max_header_bytes=args.max_header_bytes,
+    )
     return 0
 
 
@@ -143,8 +159,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--api-key", help=f"require this bearer key (default: ${API_KEY_ENV} if set)"
     )
-    serve.add_argument("--max-concurrency", type=int, default=4)
-    serve.add_argument("--max-request-bytes", type=int, default=1_000_000)
+    limits = serve.add_argument_group("limits (see the README's table)")
+    limits.add_argument(
+        "--max-request-bytes", type=int, default=1_000_000, help="largest body (else 413)"
+    )
+    limits.add_argument(
+        "--max-concurrency", type=int, default=4, help="completions computed at once"
+    )
+    limits.add_argument(
+        "--max-queue", type=int, default=16, help="requests waiting for a slot (beyond: 429)"
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections beyond which new requests get 503 (0: no limit)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request's headers to arrive (else the connection is closed)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=15.0,
+        help="seconds for a request's whole body to arrive (else 408, connection closed)",
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=16 * 1024,
+        help="largest request line plus headers (else 400, connection closed)",
+    )
+    limits.add_argument(
+        "--keep-alive-timeout", type=float, default=5.0, help="idle seconds before closing"
+    )
+    limits.add_argument(
+        "--max-tokens", type=int, default=4096, help="largest max_tokens (else 422)"
+    )
+    limits.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=4096,
+        help="longest prompt of --model in tokens (else 400)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     consensus = sub.add_parser(

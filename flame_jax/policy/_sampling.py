@@ -17,6 +17,14 @@ Per step, from the model's float32 next-token logits ``z``:
    greedy argmax) is exactly ``jax.random.categorical`` (``jnp.argmax``), computed with two plain
    reductions instead of XLA's variadic argmax, which XLA:CPU runs as a slow scalar loop.
 
+Per-row settings (``generate(..., sampling=SamplingParams(...))``): temperature, top-k, top-p and
+a token cap given as ``[batch]`` arrays are traced values, so one batch can mix settings and new
+values reuse the compiled program (a server facing arbitrary client values compiles one program
+per bucket pair, not one per temperature). Greedy rows (temperature 0) take the argmax inside the
+same program; every other row draws exactly what the static sampler draws with the same settings
+and key. The config's ``max_new_tokens`` is then the static bucket (the cache size) and each
+row's ``max_new_tokens`` its cap, a traced stop condition.
+
 Returned log-probs are of the **base policy**: ``log_softmax(z)[token]`` of the raw logits, before
 the ban, temperature and filtering, so they equal the teacher-forced ``completion_logprobs`` of
 the same sequence (the "old policy" log-probs of GRPO). With ``constrained_logprobs`` they are of
@@ -51,11 +59,14 @@ from flame_jax.policy._scoring import positions_from_mask
 __all__ = [
     "Generation",
     "SamplingConfig",
+    "SamplingParams",
     "TokenGrammar",
     "filter_logits",
+    "filter_logits_per_row",
     "left_pad",
     "make_generator",
     "sample_tokens",
+    "sample_tokens_per_row",
     "stop_sequences_from_strings",
     "truncate_at_stop_strings",
 ]
@@ -125,6 +136,25 @@ class SamplingConfig:
         return self.temperature == 0
 
 
+class SamplingParams(NamedTuple):
+    """Per-row sampling settings, traced: new values reuse the compiled program.
+
+    Each field is a ``[batch]`` array (or a scalar, broadcast to the batch). When given to
+    ``generate``, they replace the config's ``temperature``, ``top_k`` and ``top_p``.
+
+    Attributes:
+        temperature: 0 for a greedy row, else > 0.
+        top_k: keep the k most likely tokens (0 or >= vocab: off).
+        top_p: nucleus mass in [0, 1] (1: off; 0 keeps the most likely token, ties kept).
+        max_new_tokens: the row's cap on generated tokens, in [1, config.max_new_tokens].
+    """
+
+    temperature: Float[Array | np.ndarray, "*batch"] | float
+    top_k: Int[Array | np.ndarray, "*batch"] | int
+    top_p: Float[Array | np.ndarray, "*batch"] | float
+    max_new_tokens: Int[Array | np.ndarray, "*batch"] | int
+
+
 class Generation(NamedTuple):
     """Generated completions, right-padded with ``pad_id``."""
 
@@ -184,6 +214,63 @@ def filter_logits(
         threshold = jnp.min(jnp.where(keep, sorted_x, jnp.inf), axis=-1, keepdims=True)
         x = jnp.where(x < threshold, -jnp.inf, x)
     return x
+
+
+def filter_logits_per_row(
+    logits: Float[Array, "batch vocab"],
+    *,
+    temperature: Float[Array, " batch"],
+    top_k: Int[Array, " batch"],
+    top_p: Float[Array, " batch"],
+    banned: Bool[Array, " vocab"] | None = None,
+) -> Float[Array, "batch vocab"]:
+    """:func:`filter_logits` with each row's settings given as traced ``[batch]`` arrays.
+
+    The logits are sorted once per call; top-k keeps the values >= the row's k-th largest
+    (ties kept; ``k <= 0`` or ``k >= vocab``: off) and top-p the smallest descending prefix whose
+    mass reaches ``p`` (``p >= 1``: off; the most likely token is always kept, so ``p = 0``
+    keeps it alone, with its ties). A row with temperature 0 is filtered at temperature 1 (its
+    draw is the argmax). For the same settings the result equals :func:`filter_logits`
+    bit for bit.
+
+    Args:
+        logits: ``[batch, vocab]`` raw next-token logits.
+        temperature: ``[batch]`` >= 0.
+        top_k: ``[batch]`` ints.
+        top_p: ``[batch]`` in [0, 1].
+        banned: ``[vocab]`` True for tokens that are never sampled.
+
+    Returns:
+        ``[batch, vocab]`` float32 logits; softmax of a row is its sampling distribution.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> z = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05], [0.5, 0.3, 0.15, 0.05]]))
+        >>> out = filter_logits_per_row(z, temperature=jnp.array([1.0, 0.5]),
+        ...     top_k=jnp.array([0, 3]), top_p=jnp.array([0.7, 1.0]))
+        >>> jnp.isfinite(out).tolist()
+        [[True, True, False, False], [True, True, True, False]]
+    """
+    x = logits.astype(jnp.float32)
+    if banned is not None:
+        x = jnp.where(banned[None, :], -jnp.inf, x)
+    t = temperature.astype(jnp.float32)[:, None]
+    x = x / jnp.where(t > 0, t, 1.0)
+    vocab = x.shape[-1]
+    sorted_x = -jnp.sort(-x, axis=-1)
+    k = top_k.astype(jnp.int32)[:, None]
+    kth = jnp.take_along_axis(sorted_x, jnp.clip(k - 1, 0, vocab - 1), axis=-1)
+    kth = jnp.where((k > 0) & (k < vocab), kth, -jnp.inf)
+    x = jnp.where(x < kth, -jnp.inf, x)
+    # masking the sorted values keeps them sorted: the top-p pass needs no second sort
+    sorted_x = jnp.where(sorted_x < kth, -jnp.inf, sorted_x)
+    probs = jax.nn.softmax(sorted_x, axis=-1)
+    before = jnp.cumsum(probs, axis=-1) - probs
+    p = top_p.astype(jnp.float32)[:, None]
+    first = jax.lax.broadcasted_iota(jnp.int32, sorted_x.shape, 1) == 0
+    keep = (before < p) | first | (p >= 1.0)
+    threshold = jnp.min(jnp.where(keep, sorted_x, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(x < threshold, -jnp.inf, x)
 
 
 def _first_argmax(x: Float[Array, "*batch vocab"]) -> Int[Array, "*batch"]:
@@ -269,6 +356,36 @@ def sample_tokens(
     return _categorical(key, x)
 
 
+def sample_tokens_per_row(
+    logits: Float[Array, "batch vocab"],
+    *,
+    key: PRNGKeyArray,
+    temperature: Float[Array, " batch"],
+    top_k: Int[Array, " batch"],
+    top_p: Float[Array, " batch"],
+    banned: Bool[Array, " vocab"] | None = None,
+) -> Int[Array, " batch"]:
+    """:func:`sample_tokens` with traced per-row settings (temperature 0: that row's argmax).
+
+    Both the argmax and the draw from :func:`filter_logits_per_row` are computed and the row's
+    temperature picks one, so every setting runs the same program. A row draws the very token
+    that :func:`sample_tokens` draws with the same settings and ``key``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> z = jnp.array([[0.0, 3.0, 1.0], [0.0, 3.0, 1.0]])
+        >>> sample_tokens_per_row(z, key=jax.random.key(0), temperature=jnp.array([0.0, 1.0]),
+        ...     top_k=jnp.array([0, 1]), top_p=jnp.array([1.0, 1.0])).tolist()
+        [1, 1]
+    """
+    x = logits.astype(jnp.float32)
+    if banned is not None:
+        x = jnp.where(banned[None, :], -jnp.inf, x)
+    greedy = _first_argmax(x)
+    filtered = filter_logits_per_row(x, temperature=temperature, top_k=top_k, top_p=top_p)
+    return jnp.where(temperature > 0, _categorical(key, filtered), greedy)
+
+
 def left_pad(
     prompts: Sequence[Sequence[int]], *, pad_id: int = 0, length: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -332,6 +449,7 @@ def _decode(
     config: SamplingConfig,
     cache_sharding: Callable[[Any], Any] | None,
     row_banned: Array | None = None,
+    params: SamplingParams | None = None,
 ) -> tuple[Array, Array, Array]:
     batch, length = tokens.shape
     new = config.max_new_tokens
@@ -365,9 +483,19 @@ def _decode(
         allowed = class_allowed[token_class[prev]]  # the grammar: what may follow ``prev``
         if row_banned is not None:  # per-row bans (e.g. the drugs an edit may name)
             allowed = allowed & ~row_banned
-        token = sample_tokens(
-            jnp.where(allowed, logits, -jnp.inf), key=sub, config=config, banned=banned
-        )
+        if params is None:
+            token = sample_tokens(
+                jnp.where(allowed, logits, -jnp.inf), key=sub, config=config, banned=banned
+            )
+        else:
+            token = sample_tokens_per_row(
+                jnp.where(allowed, logits, -jnp.inf),
+                key=sub,
+                temperature=params.temperature,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                banned=banned,
+            )
         source = logits
         if config.constrained_logprobs:
             source = jnp.where(allowed & ~banned[None, :], logits, -jnp.inf)
@@ -385,6 +513,8 @@ def _decode(
                 history, longest + step - len(seq) + 1, len(seq), 1
             )
             stop = stop | (window == jnp.array(seq, jnp.int32)[None, :]).all(axis=1)
+        if params is not None:  # the row's own cap (the bucket is ``new``)
+            stop = stop | (step + 1 >= params.max_new_tokens)
         lengths = lengths + (~done).astype(jnp.int32)
         done = done | stop
         positions = (start + step)[:, None]
@@ -431,6 +561,43 @@ class TokenGrammar(NamedTuple):
     allowed: np.ndarray
 
 
+def _row_params(sampling: SamplingParams, batch: int, bucket: int, cap: int) -> SamplingParams:
+    """The settings as checked ``[bucket]`` arrays (ValueError names a bad value).
+
+    Dummy rows (beyond ``batch``) decode greedily with a cap of 1, so they stop at once.
+    """
+    rows = []
+    for name in SamplingParams._fields:
+        raw = np.asarray(getattr(sampling, name))
+        if raw.ndim > 1 or (raw.ndim == 1 and raw.shape != (batch,)):
+            raise ValueError(
+                f"generate: sampling.{name} has shape {raw.shape}, expected () or ({batch},)"
+            )
+        rows.append(np.broadcast_to(raw, (batch,)))
+    temperature, top_k, top_p, caps = rows
+    checks = [
+        ("temperature", np.isfinite(temperature) & (temperature >= 0), "finite and >= 0"),
+        ("top_k", top_k >= 0, ">= 0"),
+        ("top_p", (top_p >= 0) & (top_p <= 1), "in [0, 1]"),
+        ("max_new_tokens", (caps >= 1) & (caps <= cap), f"in [1, {cap}]"),
+    ]
+    for (name, ok, rule), values in zip(checks, rows, strict=True):
+        if not ok.all():
+            row = int(np.flatnonzero(~ok)[0])
+            raise ValueError(
+                f"generate: sampling.{name} must be {rule}, got {values[row]!r} in row {row}"
+            )
+    rows[1] = np.minimum(top_k, np.iinfo(np.int32).max)  # any k >= vocab is "off"
+    dummy = (0.0, 0, 1.0, 1)
+    dtypes = (jnp.float32, jnp.int32, jnp.float32, jnp.int32)
+    return SamplingParams(
+        *(
+            jnp.asarray(np.concatenate([v, np.full(bucket - batch, d)]), dtype)
+            for v, d, dtype in zip(rows, dummy, dtypes, strict=True)
+        )
+    )
+
+
 def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
     """Build ``generate(model, prompt_tokens, prompt_mask, *, key, ...) -> Generation``.
 
@@ -456,6 +623,9 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
             (the prompt's last token for the first) if the grammar allows it (constrained
             decoding); the returned log-probs are the base policy's unless
             ``constrained_logprobs`` is set in the config.
+        sampling: optional :class:`SamplingParams`: per-row temperature, top-k, top-p and
+            token cap as traced values (they replace the config's; new values compile
+            nothing). The decode with ``sampling`` is one more program per bucket pair.
 
     Examples:
         >>> make_generator(SamplingConfig(max_new_tokens=4, temperature=0)).compilations()
@@ -482,6 +652,7 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
         lora: bool = True,
         cache_sharding: Callable[[Any], Any] | None = None,
         grammar: TokenGrammar | None = None,
+        sampling: SamplingParams | None = None,
     ) -> Generation:
         mask_np = np.asarray(prompt_mask, bool)
         if not mask_np.any(axis=1).all():
@@ -532,6 +703,9 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
                 f"generate: grammar has shapes {np.shape(grammar.token_class)} and "
                 f"{np.shape(grammar.allowed)}, expected ({vocab},) and (classes, {vocab})"
             )
+        params = (
+            None if sampling is None else _row_params(sampling, batch, bb, config.max_new_tokens)
+        )
         out, logp, lengths = decode(
             model,
             tokens,
@@ -545,6 +719,7 @@ def make_generator(config: SamplingConfig) -> Callable[..., Generation]:
             config,
             cache_sharding,
             row_banned,
+            params,
         )
         return Generation(tokens=out[:batch], logprobs=logp[:batch], lengths=lengths[:batch])
 

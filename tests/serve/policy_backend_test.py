@@ -12,13 +12,17 @@ from tests.consensus.protocol_helpers import recommender_member, vignettes, voca
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    path = write_tiny_model(tmp_path_factory.mktemp("m") / "tiny", ["Acetaminophen"])
+def path(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("m") / "tiny", ["Acetaminophen"])
+
+
+@pytest.fixture(scope="module")
+def policy(path):
     return PolicyBackend(path)
 
 
 @pytest.mark.slow
-def test_policy_backend_serves_greedy_completions_deterministically(policy):
+def test_policy_backend_serves_greedy_completions_deterministically(policy, path):
     (full,) = vignettes("test", 1)
     # a short prompt for a fast CPU compile; the recommenders find the visit by its Case ID
     v = Vignette(id=full.id, text=f"Case ID: {full.id}", gold=full.gold, visit_id=full.visit_id)
@@ -40,10 +44,10 @@ def test_policy_backend_serves_greedy_completions_deterministically(policy):
         assert tiny.failure is None or tiny.failure.startswith("parse")
         assert result.answer is not None
     with pytest.raises(ValueError, match="tokens, more than 4"):
-        PolicyBackend.complete(
-            type("P", (), {"tokenizer": policy.tokenizer, "max_prompt_tokens": 4})(),
-            messages,
-            max_tokens=4,
-            temperature=0.0,
-            seed=0,
+        PolicyBackend(path, max_prompt_tokens=4).complete(
+            messages, max_tokens=4, temperature=0.0, seed=0
+        )
+    with pytest.raises(ValueError, match="max_tokens must be in"):
+        PolicyBackend(path, max_new_tokens=8).complete(
+            messages, max_tokens=9, temperature=0.0, seed=0
         )

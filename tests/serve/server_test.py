@@ -84,7 +84,7 @@ def test_chat_completion_in_the_openai_schema(server):
         "max_completion_tokens": 7,
         "temperature": 1,
         "seed": 3,
-        "top_p": 0.9,  # accepted and ignored
+        "top_p": 0.9,  # accepted; Echo takes no top_p, so it is not passed on
     }  # fmt: skip
     r = chat(url, body)
     assert r.status_code == 200, r.text
@@ -175,6 +175,26 @@ def test_backend_errors_are_500_without_internals(server):
     r = chat(url, {"model": "broken", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 500 and "secret" not in r.text
     assert r.json()["error"]["type"] == "server_error"
+
+
+class NotText:
+    def complete(self, messages, *, max_tokens, temperature, seed):
+        return None  # a faulty backend: the app itself fails on it
+
+
+def test_server_faults_are_500_in_the_openai_shape_without_internals():
+    with serve_in_thread(create_app(NotText(), model="bad")) as url:
+        body = {"model": "bad", "messages": [{"role": "user", "content": "x"}]}
+        r = httpx.post(f"{url}/chat/completions", json=body, timeout=10)
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": {
+            "message": "internal server error",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
 
 
 def test_concurrency_is_bounded_with_a_queue_then_429(server):
