@@ -159,7 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--api-key", help=f"require this bearer key (default: ${API_KEY_ENV} if set)"
     )
-    limits = serve.add_argument_group("limits (see the README's table)")
+    limits = serve.add_argument_group("limits (see docs/consensus.md)")
     limits.add_argument(
         "--max-request-bytes", type=int, default=1_000_000, help="largest body (else 413)"
     )

@@ -231,7 +231,7 @@ class FlameConfig:
             the held-out train visits (``list_holdout``), the targets being its real misses
             (among the candidates) and extras. A model trained from scratch learns from the
             injected errors (drawn by drug frequency, not by pi_cls's doubt) edits that do not
-            transfer to pi_cls's real mistakes (README, FLAME section).
+            transfer to pi_cls's real mistakes (docs/flame.md).
         grpo: step-wise GRPO.
         eval_rounds: bootstrap rounds of the table.
         eval_batch: generation batch of the evaluation.
@@ -327,7 +327,7 @@ class FlameConfig:
         (``p_avoid=0.3``); GRPO trains per-task adapters with no KL term and a learning rate of
         5e-3, its updates over 4 micro-batches of 2 prompt groups (the same gradient; a median
         GRPO step of 0.48 s against 0.73 s in one piece, measured). The GRPO settings were
-        measured against their alternatives (README, FLAME section): with one shared adapter, or
+        measured against their alternatives (docs/flame.md): with one shared adapter, or
         a KL coefficient of 0.01 or 0.04, or 1e-3, the greedy edits of the lambda = 0 policy did
         not change in 100 steps.
         """

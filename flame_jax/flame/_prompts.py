@@ -6,7 +6,7 @@ text order. Each slot is a placeholder string (``[PatEmb]``, ``[DiasEmb]``, ``[P
 knowledge fusion, a projected external vector at the placeholder's position. The k-th placeholder
 of a kind in the text is the k-th slot of that kind in :attr:`Prompt.slots`.
 
-Where the original is inconsistent we choose (see the README's FLAME section):
+Where the original is inconsistent we choose (see docs/flame.md):
 
 * history is the patient's true previous visit (``visit_index - 1``), not the adjacent row of a
   filtered table, so the first visit of a val/test patient's second admission still gets history;
@@ -79,7 +79,7 @@ class PromptConfig:
             passes them: pi_cls's highest-scored, best first), each with its slot. 0 (the paper's
             prompt) lists none. A model trained from scratch has never seen drug names outside
             its training prompts, so it cannot name a missing drug it was never shown; a
-            pretrained LLM can (see the README's FLAME section).
+            pretrained LLM can (see docs/flame.md).
         interaction_notes: after each drug of P0 and each candidate, write which drugs of P0 it
             interacts with (``dataset.ddi``; at most two names) -- the interaction knowledge a
             pretrained LLM brings, spelled out for a model trained from scratch. Off in the paper.
