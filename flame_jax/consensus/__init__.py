@@ -86,11 +86,11 @@ from flame_jax.consensus._vignettes import (
     VignetteError,
     canonical_drugs,
     case_id,
-    drug_vocabulary,
     load_vignettes,
     render_vignettes,
     save_vignettes,
 )
+from flame_jax.data import drug_vocabulary  # the product's one builder, re-exported
 
 __all__ = [
     "HISTORY_FIELDS",

@@ -37,7 +37,7 @@ import numpy as np
 from flame_jax.consensus._members import Item, Member, MemberError
 from flame_jax.consensus._vancouver import VancouverConfig, vancouver
 from flame_jax.consensus._vignettes import Vignette, canonical_drugs
-from flame_jax.rl._episode import DrugVocabulary
+from flame_jax.data import DrugVocabulary
 
 __all__ = [
     "HISTORY_FIELDS",

@@ -48,7 +48,7 @@ from flame_jax.arraytypes import PRNGKeyArray
 from flame_jax.consensus._members import Member
 from flame_jax.consensus._protocol import RoundConfig, RoundResult, history_rows, run_round
 from flame_jax.consensus._vignettes import Vignette
-from flame_jax.rl._episode import DrugVocabulary
+from flame_jax.data import DrugVocabulary
 
 __all__ = [
     "METRICS",
@@ -946,7 +946,7 @@ def run_consensus(
     """Runs the experiment of ``config``; writes it to ``out`` (see :func:`save_evaluation`)."""
     import jax
 
-    from flame_jax.consensus._vignettes import drug_vocabulary
+    from flame_jax.data import drug_vocabulary
     from flame_jax.data import load_dataset, load_rules
 
     dataset = load_dataset(config.data)

@@ -27,15 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from flame_jax._io import write_bytes_atomic
-from flame_jax.data import Dataset, Vocabulary
-from flame_jax.rl._episode import DrugVocabulary, normalize_drug_name
+from flame_jax.data import Dataset, DrugVocabulary, Vocabulary
 
 __all__ = [
     "Vignette",
     "VignetteError",
     "canonical_drugs",
     "case_id",
-    "drug_vocabulary",
     "load_vignettes",
     "render_vignettes",
     "save_vignettes",
@@ -89,32 +87,6 @@ class Vignette:
         if self.visit_id is not None:
             row["visit_id"] = self.visit_id
         return row
-
-
-def drug_vocabulary(med_vocab: Vocabulary) -> DrugVocabulary:
-    """The lookup table of a dataset's medications: titles, then synonyms and codes.
-
-    A synonym or code whose normalised form already names another drug is left out (the title
-    wins), so a messy vocabulary never makes a name ambiguous.
-
-    Examples:
-      >>> v = Vocabulary(kind="med", codes=("A01", "B02"), titles=("Aspirin", "Warfarin"),
-      ...                synonyms=(("ASA",), ()))
-      >>> dv = drug_vocabulary(v)
-      >>> dv.lookup("asa"), dv.lookup("b02"), dv.lookup("WAR-FARIN")
-      (0, 1, 1)
-    """
-    if med_vocab.kind != "med":
-        raise ValueError(f"drug_vocabulary needs the med vocabulary, got kind {med_vocab.kind!r}")
-    taken = {normalize_drug_name(t): i for i, t in enumerate(med_vocab.titles)}
-    synonyms: dict[str, int] = {}
-    for i in range(len(med_vocab)):
-        extra = list(med_vocab.synonyms[i]) if med_vocab.synonyms else []
-        for name in [*extra, med_vocab.codes[i]]:
-            key = normalize_drug_name(name)
-            if key and taken.setdefault(key, i) == i:
-                synonyms[name] = i
-    return DrugVocabulary(names=tuple(med_vocab.titles), synonyms=synonyms)
 
 
 _LEAD = re.compile(r"^\s*(?:[-*•·]+|\d+[.)]|\(\d+\))\s*")

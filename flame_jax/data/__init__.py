@@ -8,6 +8,7 @@ from flame_jax.data._batching import (
     pad_visits,
 )
 from flame_jax.data._ddi import FLAME_ADVERSE_TYPES, ddi_from_pairs, ddi_from_twosides
+from flame_jax.data._drugs import DrugVocabulary, drug_key, drug_vocabulary
 from flame_jax.data._format import (
     SCHEMA_VERSION,
     SPLITS,
@@ -73,6 +74,7 @@ __all__ = [
     "TFDS_CONFIGS",
     "Dataset",
     "DatasetError",
+    "DrugVocabulary",
     "IngestError",
     "MedMapping",
     "PickleRefusedError",
@@ -90,7 +92,9 @@ __all__ = [
     "cooccurrence_adjacency",
     "ddi_from_pairs",
     "ddi_from_twosides",
+    "drug_key",
     "drug_name_part",
+    "drug_vocabulary",
     "eicu_tables",
     "format_report",
     "generate_cohort",

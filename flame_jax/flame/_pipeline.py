@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from flame_jax.baselines import BaselineConfig
-from flame_jax.data import SyntheticConfig
+from flame_jax.data import SyntheticConfig, drug_vocabulary
 from flame_jax.flame._loop import LoopConfig
 from flame_jax.flame._policy import PolicyConfig
 from flame_jax.flame._prompts import PromptConfig
@@ -437,13 +437,8 @@ class _Run:
         return PromptEncoder(load_tokenizer(self.out / "tokenizer"))
 
     def vocabulary(self):
-        from flame_jax.rl import DrugVocabulary
-
-        v = self.dataset.med_vocab
-        synonyms = {s: i for i, syn in enumerate(v.synonyms or ()) for s in syn}
-        names = {n.strip().lower() for n in v.titles}
-        synonyms = {s: i for s, i in synonyms.items() if s.strip().lower() not in names}
-        return DrugVocabulary(names=tuple(v.titles), synonyms=synonyms)
+        # Edit lines name drugs by title or synonym, never by code.
+        return drug_vocabulary(self.dataset.med_vocab, codes=False)
 
     def policy(self, encoder, tables, load: Path | None):
         from flame_jax.flame._policy import build_policy, load_policy

@@ -1,10 +1,10 @@
 """Host side of an episode: completion text -> lines -> actions -> set trajectory (pure Python).
 
 A list-editing completion is split into lines; every non-empty line is one decision step. A line
-names one drug (after normalising case, spaces and hyphens: :func:`normalize_drug_name`) or it is
-an invalid step. The task
-("add" or "remove") turns the named drug into a set update; adding a present drug or removing an
-absent one is a valid no-op. The trajectory s_0..s_T starts at the pre-predicted list P0.
+names one drug (after normalising case, spaces and hyphens: :func:`flame_jax.data.drug_key`, the
+product's one rule) or it is an invalid step. The task ("add" or "remove") turns the named drug
+into a set update; adding a present drug or removing an absent one is a valid no-op.
+The trajectory s_0..s_T starts at the pre-predicted list P0.
 
 References:
     Fan et al., "Fine-grained List-wise Alignment for Generative Medication Recommendation"
@@ -13,11 +13,15 @@ References:
 
 import dataclasses
 import enum
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
+
+from flame_jax.data import DrugVocabulary, drug_key
+
+# The product's one lookup key for drug names, under the name rl has always exported.
+normalize_drug_name = drug_key
 
 __all__ = [
     "Action",
@@ -31,96 +35,7 @@ __all__ = [
     "split_steps",
 ]
 
-# What a reader sees as a space inside a line: tab and the Unicode space separators (category Zs:
-# space, no-break space, the U+2000 block, narrow no-break, medium mathematical, ideographic).
-_SPACES = "\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
-_HYPHENS = "\\-\u2010-\u2014"  # hyphen-minus, hyphen, non-breaking hyphen, figure / en / em dash
-_SEPARATORS = re.compile(f"[{_SPACES}{_HYPHENS}]+")
-
 Task = Literal["add", "remove"]
-
-
-def normalize_drug_name(text: str) -> str:
-    """Normalises a drug name for exact matching: lower-case, drop spaces and hyphens.
-
-    Normative rule (extends DESIGN §5's "spaces"): a space is anything a reader sees as one,
-    i.e. tab and every Unicode space separator (category Zs: U+0020, no-break space U+00A0,
-    U+1680, U+2000-U+200A, narrow no-break space U+202F, U+205F, ideographic space U+3000);
-    model outputs and tokenisers produce these, and the line reads the same. Hyphens are
-    hyphen-minus and U+2010-U+2014. A line's CR / LF ends are stripped (CRLF text). Every other
-    character stays in the key, so a line holding a control character (NUL, vertical tab, form
-    feed, U+001C-U+001F, NEL, U+2028 / U+2029) or an invisible format character (zero-width space
-    U+200B, zero-width (non-)joiner, word joiner U+2060, soft hyphen U+00AD, BOM U+FEFF) names no
-    drug: an invalid step, never a silently valid name.
-
-    Args:
-        text: a drug name or one completion line.
-
-    Returns:
-        The key under which the name is looked up.
-
-    Examples:
-        >>> normalize_drug_name("  Acetylsalicylic-Acid ")
-        'acetylsalicylicacid'
-        >>> normalize_drug_name("Insulin\\tglargine\\u00a0"), normalize_drug_name("aspi\\u200brin")
-        ('insulinglargine', 'aspi\\u200brin')
-
-    References:
-        FLAME, arXiv 2505.20218 (2025): the original parser strips, lower-cases and removes spaces
-        and hyphens before an exact match.
-    """
-    return _SEPARATORS.sub("", text.strip("\r\n").lower())
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DrugVocabulary:
-    """Canonical drug names (index = drug id) and synonyms, looked up after normalisation.
-
-    Attributes:
-        names: canonical names; ``names[i]`` is drug ``i``.
-        synonyms: extra name -> drug id entries (brand names, abbreviations).
-
-    Raises:
-        ValueError: when two different drugs share a normalised name (the original code silently
-            kept one of them), when a name normalises to the empty string, or a synonym points
-            outside the vocabulary.
-
-    Examples:
-        >>> vocab = DrugVocabulary(names=("Aspirin", "Warfarin"), synonyms={"ASA": 0})
-        >>> vocab.lookup("asa"), vocab.lookup("WARFARIN"), vocab.lookup("tea")
-        (0, 1, None)
-    """
-
-    names: tuple[str, ...]
-    synonyms: Mapping[str, int] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(self.names))
-        object.__setattr__(self, "synonyms", dict(self.synonyms))
-        index: dict[str, int] = {}
-        entries = [(name, i) for i, name in enumerate(self.names)]
-        for name, i in self.synonyms.items():
-            if not 0 <= i < len(self.names):
-                raise ValueError(
-                    f"synonym {name!r} points to drug {i}, outside 0..{len(self.names) - 1}"
-                )
-            entries.append((name, i))
-        for name, i in entries:
-            key = normalize_drug_name(name)
-            if not key:
-                raise ValueError(f"drug name {name!r} normalises to the empty string")
-            if index.setdefault(key, i) != i:
-                raise ValueError(
-                    f"normalised name {key!r} ({name!r}) names drugs {index[key]} and {i}"
-                )
-        object.__setattr__(self, "_index", index)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def lookup(self, text: str) -> int | None:
-        """Returns the drug id named by ``text`` (normalised), or None."""
-        return self._index.get(normalize_drug_name(text))  # type: ignore[attr-defined]
 
 
 class ActionKind(enum.IntEnum):

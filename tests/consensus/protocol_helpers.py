@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 
+from flame_jax.consensus import render_vignettes
 from flame_jax.consensus._members import MemberError, RecommenderMember, dataset_recommender
-from flame_jax.consensus._vignettes import drug_vocabulary, render_vignettes
-from flame_jax.data import SyntheticConfig, generate_cohort
+from flame_jax.data import SyntheticConfig, drug_vocabulary, generate_cohort
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,8 +12,7 @@ from flame_jax.consensus._vignettes import (
     render_vignettes,
     save_vignettes,
 )
-from flame_jax.data import save_dataset
-from flame_jax.rl._episode import DrugVocabulary
+from flame_jax.data import DrugVocabulary, save_dataset
 from tests.consensus.protocol_helpers import cohort, vocab
 
 
