@@ -114,10 +114,11 @@ def contextual() -> Task:
 
 
 def credit() -> Task:
-    """Two lines; metformin (4) and digoxin (5) are already in P0 (adding them is a valid
-    no-op), aspirin (0) is right and warfarin (1) wrong."""
-    p0, cands = (4, 5), (4, 5, 0, 1)
-    return Task("credit", (_prompt("fever", p0, cands),), (p0,), (cands,), ((0, 4, 5),), 4)
+    """Up to four lines over two right candidates, aspirin (0) and heparin (2), and two wrong
+    ones, warfarin (1) and insulin (3): each line is a decision with its own consequence
+    (+Jaccard, -Jaccard, or a no-op when the drug is already written)."""
+    p0, cands = (4, 5), (0, 2, 1, 3)
+    return Task("credit", (_prompt("fever", p0, cands),), (p0,), (cands,), ((0, 2, 4, 5),), 8)
 
 
 def interacting() -> Task:
@@ -255,6 +256,13 @@ def make_evaluator(s: Setup, shaping: ShapingConfig):
     return expected, optimum, listing
 
 
+@functools.cache
+def evaluator(task: Task, encoder: PromptEncoder, ddi_weight: float = 0.0):
+    """:func:`make_evaluator` of a task, built (and its programs traced) once per module."""
+    s = setup(task, encoder, POLICY.decoder_config(encoder.tokenizer).vocab_size)
+    return make_evaluator(s, ShapingConfig(ddi_weight=ddi_weight))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Run:
     """One GRPO training: the pipeline's defaults except where a learning test needs speed."""
@@ -271,12 +279,19 @@ class Run:
     embedding_scale: float = 1.0
 
 
-def train(task: Task, encoder: PromptEncoder, run: Run, *, seed: int, out):
+class _Reached(Exception):
+    """Raised by the rollout once the expected reward reaches ``train``'s ``stop_at``."""
+
+
+def train(task: Task, encoder: PromptEncoder, run: Run, *, seed: int, out,
+          stop_at: float | None = None):  # fmt: skip
     """Trains a fresh tiny policy's LoRA adapters with the pipeline's GRPO stage pieces.
 
+    ``stop_at``: stop as soon as the expected reward reaches it (steps to a target need no more).
+
     Returns:
-        ``[steps + 1]`` exact expected rewards (before each update and after the last) and the
-        trained policy.
+        ``[steps + 1]`` exact expected rewards (before each update and after the last; fewer
+        when stopped at ``stop_at``) and the trained policy.
     """
     policy = build_policy(POLICY, encoder.tokenizer, None, seed=seed)
     wrt = nnx.Param
@@ -290,7 +305,7 @@ def train(task: Task, encoder: PromptEncoder, run: Run, *, seed: int, out):
     s = setup(task, encoder, size)
     shaping = ShapingConfig(ddi_weight=run.ddi_weight)
     loss = LossConfig(kl_coef=run.kl_coef)
-    expected, _, _ = make_evaluator(s, shaping)
+    expected, _, _ = evaluator(task, encoder, run.ddi_weight)
     prompts = len(task.prompts)
     rollout = make_rollout(
         s.examples,
@@ -310,21 +325,27 @@ def train(task: Task, encoder: PromptEncoder, run: Run, *, seed: int, out):
 
     def batch_fn(step, module):
         curve.append(expected(module))
+        if stop_at is not None and curve[-1] >= stop_at:
+            raise _Reached
         return rollout(step, module)
 
     advantage = AdvantageConfig(step_weight=run.step_weight)
     loss_fn = grpo_loss_fn(s.ddi, shaping=shaping, advantage=advantage, loss=loss)
+    # One update more than the run, stopped before it: no checkpoint is ever written.
     config = LoopConfig(
-        steps=run.steps,
+        steps=run.steps + 1,
         batch_size=prompts,
         checkpoint_every=10**6,
         micro_batches=run.micro_batches,
         optimizer=OptimizerConfig(learning_rate=run.learning_rate),
     )
-    run_loop(policy, wrt=wrt, loss_fn=loss_fn, batch_fn=batch_fn, config=config,
-             out=out, record={}, resume=False, progress=False,
-             micro_batching=grpo_micro_batching(loss))  # fmt: skip
-    curve.append(expected(policy))
+    try:
+        run_loop(policy, wrt=wrt, loss_fn=loss_fn, batch_fn=batch_fn, config=config,
+                 out=out, record={}, resume=False, progress=False, stop_after=run.steps,
+                 micro_batching=grpo_micro_batching(loss))  # fmt: skip
+        curve.append(expected(policy))
+    except _Reached:
+        pass
     return np.asarray(curve), policy
 
 
@@ -357,16 +378,12 @@ def compilation_cache(tmp_path_factory):
     cc.reset_cache()
 
 
-def learn(task, encoder, run, tmp_path, seeds=SEEDS):
-    """Steps to the target and the final expected reward of one training per seed."""
-    s = setup(task, encoder, POLICY.decoder_config(encoder.tokenizer).vocab_size)
-    _, optimum, _ = make_evaluator(s, ShapingConfig(ddi_weight=run.ddi_weight))
-    steps, finals = [], []
-    for seed in seeds:
-        curve, _ = train(task, encoder, run, seed=seed, out=tmp_path / f"seed{seed}")
-        steps.append(steps_to(curve, FRACTION * optimum))
-        finals.append(curve[-1])
-    return steps, finals, optimum
+def learn(task, encoder, run, tmp_path, seeds=SEEDS) -> list[int | None]:
+    """Steps to the target of one training per seed (each stops at the target)."""
+    _, optimum, _ = evaluator(task, encoder, run.ddi_weight)
+    target = FRACTION * optimum
+    return [steps_to(train(task, encoder, run, seed=seed, out=tmp_path / f"seed{seed}",
+                           stop_at=target)[0], target) for seed in seeds]  # fmt: skip
 
 
 def flipped_advantages(config):
@@ -400,84 +417,102 @@ BREAKS = {
 }
 
 
-FAST = Run(steps=20, lora_rank=None, learning_rate=3e-2)
+FAST = Run(steps=15, lora_rank=None, learning_rate=3e-2)
 MODES = {"outcome_only": 0.0, "step_wise": 0.5}
 
 
 def test_planted_optima_are_exact(encoder):
     """The enumeration covers every completion constrained decoding can draw, and the shaped
     rewards are the planted ones: +1/3 for the right add, -1/6 for a wrong one (bandit);
-    +1/4 for either true add, -1/10 for the false one, and -lambda/3 for the interacting one."""
-    size = POLICY.decoder_config(encoder.tokenizer).vocab_size
-    _, optimum, [(texts, rewards, _)] = make_evaluator(setup(bandit(), encoder, size),
-                                                       ShapingConfig())  # fmt: skip
+    +1/4 for either true add, -1/10 for the false one, and -lambda/3 for the interacting one;
+    +1/4 per right add and -1/10 or less per wrong one, repeats no-ops (credit)."""
+    _, optimum, [(texts, rewards, _)] = evaluator(bandit(), encoder)
     got = dict(zip(texts, rewards, strict=True))
     assert len(texts) == 7  # EOS; each of 3 names then EOS or a newline
     np.testing.assert_allclose([got[""], got["aspirin"], got["warfarin\n"], got["heparin"]],
                                [0.0, 1 / 3, -1 / 6, -1 / 6], atol=1e-6)  # fmt: skip
     np.testing.assert_allclose(optimum, 1 / 3, atol=1e-6)
     for lam in (0.0, 1.5):
-        _, optimum, [(texts, rewards, _)] = make_evaluator(
-            setup(interacting(), encoder, size), ShapingConfig(ddi_weight=lam)
-        )
+        _, optimum, [(texts, rewards, _)] = evaluator(interacting(), encoder, lam)
         got = dict(zip(texts, rewards, strict=True))
         np.testing.assert_allclose([got["aspirin"], got["warfarin"], got["heparin"]],
                                    [0.25, 0.25 - lam / 3, -0.1], atol=1e-6)  # fmt: skip
         np.testing.assert_allclose(optimum, 0.25, atol=1e-6)
-    _, optimum, [(texts, rewards, _)] = make_evaluator(setup(credit(), encoder, size),
-                                                       ShapingConfig())  # fmt: skip
+    _, optimum, [(texts, rewards, _)] = evaluator(credit(), encoder)
     got = dict(zip(texts, rewards, strict=True))
-    assert len(texts) == 1 + 4 + 4 + 16 + 16
-    np.testing.assert_allclose([got["metformin\naspirin"], got["digoxin\nwarfarin"],
-                                got["metformin\ndigoxin"], got["aspirin\nwarfarin"]],
-                               [1 / 3, -1 / 6, 0.0, 1 / 12], atol=1e-6)  # fmt: skip
+    assert len(texts) == 1 + 2 * (4 + 4**2 + 4**3 + 4**4)  # EOS; k names, then EOS or newline
+    lines = ["aspirin", "warfarin", "aspirin\nheparin", "aspirin\naspirin\nheparin",
+             "aspirin\nwarfarin", "aspirin\nwarfarin\nheparin\ninsulin"]  # fmt: skip
+    want = [1 / 4, -1 / 10, 1 / 2, 1 / 2, 1 / 10, 1 / 6]
+    np.testing.assert_allclose([got[t] for t in lines], want, atol=1e-6)
+    np.testing.assert_allclose(optimum, 1 / 2, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_bandit_reaches_the_optimum(encoder, tmp_path, mode):
     """Bandit (one prompt, 3 candidates, aspirin always right; optimum E[R] = 1/3): every seed
     reaches 90% of the optimal expected reward within 15 updates (measured: 4-8)."""
-    steps, _, _ = learn(bandit(), encoder, dataclasses.replace(FAST, step_weight=MODES[mode]),
-                        tmp_path)  # fmt: skip
+    steps = learn(bandit(), encoder, dataclasses.replace(FAST, step_weight=MODES[mode]),
+                  tmp_path)  # fmt: skip
     assert all(s is not None and s <= 15 for s in steps), steps
+
+
+CONTEXTUAL = Run(steps=40, lora_rank=None, learning_rate=3e-2, group_size=16, micro_batches=2)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_contextual_bandit_reaches_the_optimum(encoder, tmp_path, mode):
     """Contextual bandit (two prompts differing in one word, "fever" -> aspirin, "cough" ->
-    warfarin; optimum E[R] = 1/3 only by reading the word), 2 micro-batches of one prompt
-    group each: at least 2 of 3 seeds reach 90% of the optimum within 40 updates (measured:
-    step-wise 13, 12; outcome-only 17, 12). The third is trapped in the context-blind policy
-    (always one drug, E[R] = 1/12), where every group's rewards are equal and GRPO's
-    advantages are exactly zero; 2 of 5 seeds per mode end there (see the log)."""
-    run = dataclasses.replace(FAST, steps=40, step_weight=MODES[mode], micro_batches=2)
-    steps, _, _ = learn(contextual(), encoder, run, tmp_path)
-    assert sum(s is not None and s <= 40 for s in steps) >= 2, steps
+    warfarin; optimum E[R] = 1/3 only by reading the word), groups of 16, 2 micro-batches of
+    one prompt group each: at least 2 of 3 seeds reach 90% of the optimum within 40 updates
+    (measured: all 3 in both modes; over seeds 0-15, 14 of 16 outcome-only and 15 of 16
+    step-wise runs). Groups of 16 replace the pipeline's 8 because with 8, 4 of 16 runs (seeds
+    0-7, both modes) stall in the context-blind policy (always one drug, E[R] = 1/12), where
+    95% of the groups have equal rewards and GRPO's advantages are exactly zero; the failures
+    left with 16 are slow runs whose groups do vary (see the log)."""
+    steps = learn(contextual(), encoder, dataclasses.replace(CONTEXTUAL, step_weight=MODES[mode]),
+                  tmp_path)  # fmt: skip
+    assert sum(s is not None and s <= CONTEXTUAL.steps for s in steps) >= 2, steps
 
 
-CREDIT = Run(steps=30, lora_rank=None, learning_rate=1e-2)
-CREDIT_SEEDS = (0, 1, 2, 3, 4)
+CREDIT = Run(steps=25, lora_rank=None, learning_rate=2e-2)
+CREDIT_SEEDS = tuple(range(8))
 
 
-def credit_assignment_holds(encoder, tmp_path) -> tuple[bool, list, list]:
-    """The credit-assignment test's claim, with its measurements."""
-    outcome, _, _ = learn(credit(), encoder, CREDIT, tmp_path / "outcome", CREDIT_SEEDS)
-    step, _, _ = learn(credit(), encoder, dataclasses.replace(CREDIT, step_weight=0.5),
-                       tmp_path / "step", CREDIT_SEEDS)  # fmt: skip
+@pytest.fixture(scope="module")
+def credit_outcome_only(encoder, tmp_path_factory) -> list[int | None]:
+    """Outcome-only GRPO's steps to the credit task's target per seed, shared by the
+    credit-assignment test and its break (with w = 0 every token gets A_i: the token -> step
+    map is not read)."""
+    return learn(credit(), encoder, CREDIT, tmp_path_factory.mktemp("outcome"), CREDIT_SEEDS)
+
+
+def credit_assignment_holds(outcome, step) -> bool:
+    """The credit-assignment claim: every run reaches the target within the budget, step-wise
+    GRPO's median number of updates is smaller than outcome-only's, and step-wise is no slower
+    on at least 7 of the 8 seeds (the seed fixes the initial policy and the sampling keys of
+    both modes, so the comparison is paired)."""
     reached = all(s is not None and s <= CREDIT.steps for s in (*outcome, *step))
-    never = CREDIT.steps + 1
-    median = lambda xs: np.median([never if s is None else s for s in xs])
-    return reached and median(step) <= median(outcome), outcome, step
+    if not reached:
+        return False
+    no_slower = sum(s <= o for o, s in zip(outcome, step, strict=True))
+    return np.median(step) < np.median(outcome) and no_slower >= 7
 
 
-def test_credit_assignment(encoder, tmp_path):
-    """Two-line completions over four candidates (metformin, digoxin: already in P0, a valid
-    no-op; aspirin right; warfarin wrong; optimum E[R] = 1/3): over 5 seeds every run of both
-    modes reaches 90% of the optimum within 30 updates, and step-wise GRPO's median number of
-    updates is no larger than outcome-only's (measured medians 15 and 15; step-wise is not
-    strictly faster on this task, see experiments/flame/learning_tests_log.md)."""
-    holds, outcome, step = credit_assignment_holds(encoder, tmp_path)
-    assert holds, (outcome, step)
+def test_credit_assignment(encoder, tmp_path, credit_outcome_only):
+    """Up to four lines, each naming one of two right candidates (+1/4 each, a repeat is a
+    no-op) or two wrong ones (-1/10 or less); optimum E[R] = 1/2. Outcome-only GRPO credits
+    every line of "aspirin, warfarin, heparin" alike; step-wise GRPO credits the warfarin line
+    with its own negative step reward. Over 8 seeds at lr 2e-2 every run reaches 90% of the
+    optimum within 25 updates, and step-wise needs fewer: measured medians 12.5 vs 15.5,
+    no slower on 8 of 8 seeds (on the held-out seeds 8-15: 13 vs 13.5, 7 of 8; at lr 1e-2:
+    23 vs 26 and 23.5 vs 25). The gain is real but modest (10-20% fewer updates at every lr
+    tried, 1e-2 to 5e-2): this tiny policy cannot tell its lines apart, so one shared
+    line distribution is learned and the outcome advantage confounds lines only through
+    noise (see experiments/flame/learning_tests_log.md)."""
+    step = learn(credit(), encoder, dataclasses.replace(CREDIT, step_weight=0.5), tmp_path,
+                 CREDIT_SEEDS)  # fmt: skip
+    assert credit_assignment_holds(credit_outcome_only, step), (credit_outcome_only, step)
 
 
 def test_lambda_skips_the_interacting_candidate(encoder, tmp_path):
@@ -485,11 +520,10 @@ def test_lambda_skips_the_interacting_candidate(encoder, tmp_path):
     P0. At lambda = 1.5 (warfarin's reward -1/4) every seed reaches 90% of the optimum 1/4
     within 20 updates and ends with P(a warfarin line) < 5%; at lambda = 0 either add is
     optimal, and every seed reaches the target as well."""
-    s = setup(interacting(), encoder, POLICY.decoder_config(encoder.tokenizer).vocab_size)
-    _, optimum, [(texts, _, probs)] = make_evaluator(s, ShapingConfig(ddi_weight=1.5))
+    _, optimum, [(texts, _, probs)] = evaluator(interacting(), encoder, 1.5)
     warfarin = np.array([t.startswith("warfarin") for t in texts])
     for lam in (1.5, 0.0):
-        run = dataclasses.replace(FAST, step_weight=0.5, ddi_weight=lam)
+        run = dataclasses.replace(FAST, steps=20, step_weight=0.5, ddi_weight=lam)
         for seed in SEEDS:
             curve, policy = train(interacting(), encoder, run, seed=seed,
                                   out=tmp_path / f"{lam}-{seed}")  # fmt: skip
@@ -507,8 +541,7 @@ def test_a_broken_gradient_fails_the_bandit(encoder, tmp_path, monkeypatch, mode
     name, fn = BREAKS[broken]
     monkeypatch.setattr(grpo_module, name, fn)
     run = dataclasses.replace(FAST, step_weight=MODES[mode])
-    s = setup(bandit(), encoder, POLICY.decoder_config(encoder.tokenizer).vocab_size)
-    _, optimum, _ = make_evaluator(s, ShapingConfig())
+    _, optimum, _ = evaluator(bandit(), encoder)
     for seed in SEEDS:
         curve, _ = train(bandit(), encoder, run, seed=seed, out=tmp_path / str(seed))
         assert steps_to(curve, FRACTION * optimum) is None, (seed, curve)
@@ -518,10 +551,14 @@ def test_a_broken_gradient_fails_the_bandit(encoder, tmp_path, monkeypatch, mode
             np.testing.assert_allclose(curve, curve[0], atol=1e-6)
 
 
-def test_a_wrong_token_to_step_map_fails_credit_assignment(encoder, tmp_path, monkeypatch):
+def test_a_wrong_token_to_step_map_fails_credit_assignment(
+    encoder, tmp_path, monkeypatch, credit_outcome_only
+):
     """With each completion's token -> step map read back to front, step-wise GRPO credits
-    the no-op line with the add's reward and vice versa, and the credit-assignment test fails
-    (measured step-wise steps to target 17, 21, 22, 18, 15: median 18 > outcome-only's 15)."""
+    line t with the step reward of the last-but-t line, and the credit-assignment claim fails
+    (measured step-wise steps to target 22, 17, 14, 22, 15, 19, 23, 23: median 20.5, against
+    outcome-only's 15.5 and the unbroken 12.5)."""
     monkeypatch.setattr(grpo_module, *BREAKS["reversed_steps"])
-    holds, outcome, step = credit_assignment_holds(encoder, tmp_path)
-    assert not holds, (outcome, step)
+    step = learn(credit(), encoder, dataclasses.replace(CREDIT, step_weight=0.5), tmp_path,
+                 CREDIT_SEEDS)  # fmt: skip
+    assert not credit_assignment_holds(credit_outcome_only, step), (credit_outcome_only, step)
