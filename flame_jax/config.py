@@ -1,7 +1,8 @@
 """YAML <-> frozen config dataclasses, strictly: unknown keys and wrong types are errors.
 
-Library code never sees YAML or dicts; the CLI parses them here into the frozen configs and writes
-the resolved config next to every run's outputs.
+The product's one config reader and writer (the bottom layer: every package may use it). Library
+functions take frozen configs, never YAML or dicts; the CLI and the run drivers parse files here
+and write the resolved config next to every run's outputs.
 """
 
 import os

@@ -1,12 +1,16 @@
-"""PNG plots of results (matplotlib, headless), written atomically next to the numbers."""
+"""PNG plots of results (matplotlib, headless), written atomically next to the numbers.
+
+A bottom-layer helper (DESIGN §3): it imports no flame_jax package, so every layer may draw with
+it; callers hand it plain values (e.g. ``metrics.METRIC_COLUMNS`` for the metric names).
+"""
 
 import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from flame_jax._io import write_bytes_atomic
-from flame_jax.metrics._report import METRIC_COLUMNS, MetricsReport
 
 __all__ = ["save_figure", "save_metrics_plot"]
 
@@ -25,9 +29,16 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
 
 
 def save_metrics_plot(
-    reports: Sequence[MetricsReport], path: str | os.PathLike, *, title: str = ""
+    reports: Sequence[Any],
+    path: str | os.PathLike,
+    *,
+    columns: Sequence[tuple[str, str]],
+    title: str = "",
 ) -> Path:
     """Grouped bars (mean ± bootstrap std) of each metric for each recommender.
+
+    ``reports`` are :class:`flame_jax.metrics.MetricsReport` (``name``, ``mean``, ``std``);
+    ``columns`` are (field, title) pairs, normally ``flame_jax.metrics.METRIC_COLUMNS``.
 
     Rates in [0, 1] (Jaccard, F1, PRAUC, DDI) share the left panel; #Med has its own panel because
     its scale differs. Metrics that are not available are left out.
@@ -38,7 +49,7 @@ def save_metrics_plot(
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rate_cols = [(f, t) for f, t in METRIC_COLUMNS if f != "num_meds"]
+    rate_cols = [(f, t) for f, t in columns if f != "num_meds"]
     fig, (ax, ax_med) = plt.subplots(
         1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [len(rate_cols), 1.3]}
     )

@@ -23,8 +23,7 @@ from flame_jax.baselines._config import BaselineConfig
 from flame_jax.baselines._history import HistoryBatch
 from flame_jax.baselines._substructures import brics_substructures
 from flame_jax.data import Dataset
-from flame_jax.graph._batching import MoleculeBatch, molecule_batch
-from flame_jax.graph._encoders import GCN, GINEncoder
+from flame_jax.graph import GCN, GINEncoder, MoleculeBatch, molecule_batch
 
 __all__ = [
     "GAMENet",

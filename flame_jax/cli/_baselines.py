@@ -19,7 +19,7 @@ def _print(*args) -> None:
 
 def cmd_baseline_train(args: argparse.Namespace) -> int:
     from flame_jax.baselines import BaselineConfig, export_embeddings, load_run, train_baseline
-    from flame_jax.cli._config_io import load_config
+    from flame_jax.config import load_config
     from flame_jax.data import load_dataset
 
     config = load_config(
@@ -60,7 +60,7 @@ def cmd_baseline_eval(args: argparse.Namespace) -> int:
     from flame_jax._io import atomic_directory, write_bytes_atomic, write_json_atomic
     from flame_jax.baselines import evaluate_trained, load_run
     from flame_jax.data import most_frequent_recommend
-    from flame_jax.metrics import evaluate_sets, format_table
+    from flame_jax.metrics import METRIC_COLUMNS, evaluate_sets, format_table
     from flame_jax.plots import save_metrics_plot
 
     reports = []
@@ -113,7 +113,9 @@ def cmd_baseline_eval(args: argparse.Namespace) -> int:
         with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
             write_json_atomic(tmp / "metrics.json", payload)
             write_bytes_atomic(tmp / "metrics.md", (table + "\n").encode())
-            save_metrics_plot(reports, tmp / "metrics.png", title=f"{args.split} split")
+            save_metrics_plot(
+                reports, tmp / "metrics.png", columns=METRIC_COLUMNS, title=f"{args.split} split"
+            )
         _print(f"wrote {args.out}/metrics.json, metrics.md, metrics.png")
     elif len(args.run) == 1:
         run = Path(args.run[0])

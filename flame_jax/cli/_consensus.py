@@ -31,7 +31,7 @@ def build_backends(
     names: list[str], data: Path, truth: Path | None, *, noise: float = 0.3, seed: int = 0
 ) -> dict:
     """Model name -> chat backend for ``flame-jax serve`` (dataset-backed recommenders)."""
-    from flame_jax.consensus._members import RecommenderMember, dataset_recommender
+    from flame_jax.consensus import RecommenderMember, dataset_recommender
     from flame_jax.data import load_dataset, load_rules
     from flame_jax.serve import RecommenderBackend
 
@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_vignettes(args: argparse.Namespace) -> int:
-    from flame_jax.consensus._vignettes import render_vignettes, save_vignettes
+    from flame_jax.consensus import render_vignettes, save_vignettes
     from flame_jax.data import load_dataset
 
     dataset = load_dataset(args.data)
@@ -112,8 +112,8 @@ def cmd_vignettes(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flame_jax.cli._config_io import dump_config, load_config
-    from flame_jax.consensus._strategies import (
+    from flame_jax.config import dump_config, load_config
+    from flame_jax.consensus import (
         ConsensusRunConfig,
         format_paired,
         format_strategy_table,

@@ -24,7 +24,7 @@ _STAGE_HELP = {
 
 
 def _config(args: argparse.Namespace):
-    from flame_jax.cli._config_io import load_config
+    from flame_jax.config import load_config
     from flame_jax.flame import FlameConfig
 
     config = FlameConfig.demo() if args.config is None else load_config(FlameConfig, args.config)

@@ -16,7 +16,7 @@ def _print(*args) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from flame_jax.cli._config_io import dump_config, load_config
+    from flame_jax.config import dump_config, load_config
     from flame_jax.data import PrepareConfig, format_report, prepare_dataset
 
     presets = {

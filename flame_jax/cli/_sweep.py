@@ -30,8 +30,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         gather_sweep,
         load_sweep_config,
         run_sweep,
+        write_sweep_tables,
     )
-    from flame_jax.flame._sweep import _write_tables
 
     config = load_sweep_config(args.config)
     out = Path(args.out) if args.out is not None else Path("runs/sweeps") / Path(args.config).stem
@@ -63,7 +63,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not (out / "sweep.json").is_file():
             raise FileNotFoundError(f"{out}: no sweep here (no sweep.json)")
         tables = gather_sweep(runs, out)
-        _write_tables(out, tables)
+        write_sweep_tables(out, tables)
     else:
         tables = run_sweep(
             config,
@@ -88,8 +88,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _consensus(config, out: Path, args: argparse.Namespace) -> int:
     """``kind: consensus``: Vancouver's parameter grid on synthetic review matrices."""
-    from flame_jax.flame import run_consensus_sweep
-    from flame_jax.flame._sweep import format_rollouts_markdown
+    from flame_jax.consensus import run_consensus_sweep
+    from flame_jax.flame import format_rollouts_markdown
 
     points = len(config.eps) * len(config.variance_floor) * len(config.init_variance)
     if args.dry_run:

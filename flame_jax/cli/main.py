@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flame_jax._extras import missing_extra
 from flame_jax.cli import _baselines, _consensus, _flame, _ingest, _sweep
 
 __all__ = ["main"]
@@ -28,7 +29,7 @@ def _print(*args) -> None:
 
 
 def _synth(args: argparse.Namespace):
-    from flame_jax.cli._config_io import dump_config, load_config
+    from flame_jax.config import dump_config, load_config
     from flame_jax.data import SyntheticConfig, synthesize
 
     config = load_config(
@@ -102,7 +103,7 @@ def evaluate_references(
 
     from flame_jax._io import atomic_directory, write_bytes_atomic, write_json_atomic
     from flame_jax.data import load_dataset, load_rules, most_frequent_recommend, oracle_recommend
-    from flame_jax.metrics import evaluate_sets, format_table
+    from flame_jax.metrics import METRIC_COLUMNS, evaluate_sets, format_table
     from flame_jax.plots import save_metrics_plot
 
     dataset = load_dataset(dataset_dir)
@@ -140,7 +141,12 @@ def evaluate_references(
                  "reports": [r.to_json() for r in reports]},
             )  # fmt: skip
             write_bytes_atomic(tmp / "metrics.md", (table + "\n").encode())
-            save_metrics_plot(reports, tmp / "metrics.png", title=f"{dataset.name}, {split} split")
+            save_metrics_plot(
+                reports,
+                tmp / "metrics.png",
+                columns=METRIC_COLUMNS,
+                title=f"{dataset.name}, {split} split",
+            )
     return reports, table
 
 
@@ -252,6 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, KeyError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"flame-jax: error: {message}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # a core-only install: name the extra this command needs
+        extra = missing_extra(e)
+        if extra is None:
+            raise
+        message = str(e)
+        if isinstance(e, ModuleNotFoundError):  # flame_jax's own ImportErrors name the extra
+            message += f": this command needs pip install 'flame-jax[{extra}]' (or '[all]')"
         print(f"flame-jax: error: {message}", file=sys.stderr)
         return 2
 

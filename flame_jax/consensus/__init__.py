@@ -43,8 +43,10 @@ from flame_jax.consensus._members import (
     generation_messages,
     parse_grades,
     parse_recommendation,
+    parse_review_prompt,
     review_messages,
     soft_f1_grade,
+    vignette_from_prompt,
 )
 from flame_jax.consensus._protocol import (
     HISTORY_FIELDS,
@@ -74,6 +76,12 @@ from flame_jax.consensus._strategies import (
     run_consensus,
     save_evaluation,
 )
+from flame_jax.consensus._sweep import (
+    ConsensusSweepConfig,
+    consensus_sweep,
+    run_consensus_sweep,
+    save_consensus_plot,
+)
 from flame_jax.consensus._vancouver import (
     VancouverConfig,
     VancouverResult,
@@ -100,6 +108,7 @@ __all__ = [
     "ChatMember",
     "Chemistry",
     "ConsensusRunConfig",
+    "ConsensusSweepConfig",
     "EvaluationConfig",
     "EvaluationResult",
     "HistoryError",
@@ -130,6 +139,7 @@ __all__ = [
     "complementarity_index",
     "compound_accuracy",
     "configuration_chemistry",
+    "consensus_sweep",
     "dataset_recommender",
     "drug_vocabulary",
     "ensemble_cost",
@@ -148,6 +158,7 @@ __all__ = [
     "pairwise_chemistry",
     "parse_grades",
     "parse_recommendation",
+    "parse_review_prompt",
     "performance_ensemble",
     "read_history",
     "recommend_ensemble",
@@ -158,7 +169,9 @@ __all__ = [
     "review_messages",
     "reviewer_quality",
     "run_consensus",
+    "run_consensus_sweep",
     "run_round",
+    "save_consensus_plot",
     "save_evaluation",
     "save_vignettes",
     "soft_f1_grade",
@@ -167,5 +180,6 @@ __all__ = [
     "vancouver",
     "vancouver_batch",
     "vancouver_grid",
+    "vignette_from_prompt",
     "write_history",
 ]

@@ -946,8 +946,7 @@ def run_consensus(
     """Runs the experiment of ``config``; writes it to ``out`` (see :func:`save_evaluation`)."""
     import jax
 
-    from flame_jax.data import drug_vocabulary
-    from flame_jax.data import load_dataset, load_rules
+    from flame_jax.data import drug_vocabulary, load_dataset, load_rules
 
     dataset = load_dataset(config.data)
     rules = None

@@ -5,6 +5,8 @@ References:
     (FLAME), arXiv 2505.20218 (2025).
 """
 
+# The consensus sweep lives in flame_jax.consensus; its names stay importable from here.
+from flame_jax.consensus import ConsensusSweepConfig, consensus_sweep, run_consensus_sweep
 from flame_jax.flame._cls import ClsData, cls_batch, cls_data, cls_loss, score_visits
 from flame_jax.flame._demo import demo_checks, run_demo
 from flame_jax.flame._edit_tasks import (
@@ -81,21 +83,20 @@ from flame_jax.flame._sft import (
 )
 from flame_jax.flame._sweep import (
     SWEEP_PRESETS,
-    ConsensusSweepConfig,
     SweepConfig,
     SweepRun,
     SweepTables,
     assign_runs,
-    consensus_sweep,
     expand_sweep,
     format_results_markdown,
+    format_rollouts_markdown,
     gather_sweep,
     load_sweep_config,
     resolve_base,
     rollout_statistics,
-    run_consensus_sweep,
     run_sweep,
     save_frontier_plot,
+    write_sweep_tables,
 )
 
 __all__ = [
@@ -142,6 +143,7 @@ __all__ = [
     "expand_sweep",
     "final_sets",
     "format_results_markdown",
+    "format_rollouts_markdown",
     "gather_sweep",
     "greedy_edits",
     "greedy_generator",
@@ -182,4 +184,5 @@ __all__ = [
     "to_knowledge_tables",
     "visit_drug_refs",
     "with_candidates",
+    "write_sweep_tables",
 ]

@@ -28,8 +28,7 @@ from flame_jax.flame._encode import (
 )
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._prompts import Prompt, PromptConfig, render_cls_prompt
-from flame_jax.policy._fusion import KnowledgeTables
-from flame_jax.policy._scoring import yes_no_scores
+from flame_jax.policy import KnowledgeTables, yes_no_scores
 
 __all__ = ["ClsData", "cls_batch", "cls_data", "cls_loss", "score_visits"]
 

@@ -17,8 +17,7 @@ from flame_jax.flame._encode import PromptEncoder
 from flame_jax.flame._grpo import _embed, banned_tokens, parse_completions
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._sft import ListExamples
-from flame_jax.policy._fusion import KnowledgeTables
-from flame_jax.policy._sampling import SamplingConfig, TokenGrammar, make_generator
+from flame_jax.policy import KnowledgeTables, SamplingConfig, TokenGrammar, make_generator
 from flame_jax.rl import DrugVocabulary
 
 __all__ = ["final_sets", "greedy_edits", "greedy_generator"]

@@ -26,9 +26,13 @@ from flame_jax.flame._encode import PromptEncoder
 from flame_jax.flame._loop import MicroBatching
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._sft import ListExamples
-from flame_jax.policy._fusion import KnowledgeTables
-from flame_jax.policy._sampling import SamplingConfig, TokenGrammar, make_generator
-from flame_jax.policy._scoring import completion_logprobs
+from flame_jax.policy import (
+    KnowledgeTables,
+    SamplingConfig,
+    TokenGrammar,
+    completion_logprobs,
+    make_generator,
+)
 from flame_jax.rl import (
     AdvantageConfig,
     DrugVocabulary,

@@ -42,9 +42,9 @@ from flame_jax.train import (
     OptimizerConfig,
     accumulate_gradients,
     make_optimizer,
+    make_schedule,
     read_metrics,
 )
-from flame_jax.train._optim import make_schedule
 
 __all__ = ["LoopConfig", "MicroBatching", "run_loop"]
 
@@ -149,7 +149,7 @@ def run_loop(
     opt_state = tx.init(params)
     shardings = None
     if mesh is not None:
-        from flame_jax.train._partition import shard_batch, shard_state, state_shardings
+        from flame_jax.train import shard_batch, shard_state, state_shardings
 
         params, rest = shard_state(params, mesh), shard_state(rest, mesh)
         nnx.update(module, params, rest)

@@ -954,7 +954,7 @@ def _stage_eval(run: _Run) -> tuple[str, dict[str, Any]]:
 
     from flame_jax._io import write_bytes_atomic, write_json_atomic
     from flame_jax.data import most_frequent_recommend, oracle_recommend
-    from flame_jax.metrics import MetricsReport, evaluate_sets, format_table
+    from flame_jax.metrics import METRIC_COLUMNS, MetricsReport, evaluate_sets, format_table
     from flame_jax.plots import save_metrics_plot
 
     c, ds = run.config, run.dataset
@@ -1023,7 +1023,9 @@ def _stage_eval(run: _Run) -> tuple[str, dict[str, Any]]:
     }
     write_json_atomic(folder / "metrics.json", summary)
     write_bytes_atomic(folder / "table.md", (table + "\n").encode())
-    save_metrics_plot(reports, folder / "metrics.png", title=f"{ds.name}, test split")
+    save_metrics_plot(
+        reports, folder / "metrics.png", columns=METRIC_COLUMNS, title=f"{ds.name}, test split"
+    )
     save_tradeoff_plot(tradeoff, folder / "tradeoff.png")
     return table, summary
 
@@ -1077,7 +1079,7 @@ def run_pipeline(
     Raises:
         ValueError: unknown stage, or ``out`` belongs to a run with another config.
     """
-    from flame_jax.cli._config_io import dump_config, load_config
+    from flame_jax.config import dump_config, load_config
 
     bad = [s for s in stages if s not in STAGES]
     if bad:

@@ -22,8 +22,13 @@ from flax import nnx
 
 from flame_jax._io import write_npz_atomic
 from flame_jax.arraytypes import Array, Float, Int
-from flame_jax.policy import Decoder, DecoderConfig
-from flame_jax.policy._fusion import FusionConfig, KnowledgeProjectors, KnowledgeTables
+from flame_jax.policy import (
+    Decoder,
+    DecoderConfig,
+    FusionConfig,
+    KnowledgeProjectors,
+    KnowledgeTables,
+)
 
 __all__ = [
     "FlamePolicy",

@@ -26,8 +26,7 @@ from flame_jax.flame._encode import (
 )
 from flame_jax.flame._policy import FlamePolicy
 from flame_jax.flame._prompts import PromptConfig, list_target, render_list_prompt
-from flame_jax.policy._fusion import KnowledgeTables
-from flame_jax.policy._scoring import completion_logprobs
+from flame_jax.policy import KnowledgeTables, completion_logprobs
 
 __all__ = ["ListExamples", "list_examples", "sft_batch", "sft_loss"]
 

@@ -43,25 +43,31 @@ from typing import Any
 
 import numpy as np
 
+from flame_jax._rows import canonical as _canonical
+from flame_jax._rows import cell as _cell
+from flame_jax._rows import columns as _columns
+from flame_jax._rows import format_csv
+from flame_jax._rows import format_rows_markdown as format_rollouts_markdown
+from flame_jax._rows import spread as _spread
+from flame_jax.consensus import ConsensusSweepConfig
 from flame_jax.flame._pipeline import STAGES, FlameConfig
 
 __all__ = [
     "SWEEP_PRESETS",
-    "ConsensusSweepConfig",
     "SweepConfig",
     "SweepRun",
     "SweepTables",
     "assign_runs",
-    "consensus_sweep",
     "expand_sweep",
     "format_results_markdown",
+    "format_rollouts_markdown",
     "gather_sweep",
     "load_sweep_config",
     "resolve_base",
     "rollout_statistics",
-    "run_consensus_sweep",
     "run_sweep",
     "save_frontier_plot",
+    "write_sweep_tables",
 ]
 
 SWEEP_PRESETS = ("default", "demo", "tiny")
@@ -228,10 +234,6 @@ class SweepRun:
         return tuple((k, v) for k, v in self.point if k != SEED_KEY)
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -260,7 +262,7 @@ def resolve_base(base: str) -> FlameConfig:
         return FlameConfig.demo()
     if base == "tiny":
         return FlameConfig.tiny()
-    from flame_jax.cli._config_io import load_config
+    from flame_jax.config import load_config
 
     if not Path(base).is_file():
         raise ValueError(f"base {base!r}: neither a preset {SWEEP_PRESETS} nor a file")
@@ -482,14 +484,6 @@ class SweepTables:
     missing: tuple[str, ...]
 
 
-def _spread(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample std (ddof 1; 0 for one value) of the available values."""
-    xs = np.array([v for v in values if v is not None and math.isfinite(v)], np.float64)
-    if not len(xs):
-        return None, None
-    return float(xs.mean()), float(xs.std(ddof=1)) if len(xs) > 1 else 0.0
-
-
 def gather_sweep(runs: Sequence[SweepRun], root: str | Path) -> SweepTables:
     """Reads every finished run's ``sweep_result.json`` and averages over seeds.
 
@@ -534,39 +528,6 @@ def gather_sweep(runs: Sequence[SweepRun], root: str | Path) -> SweepTables:
                        missing=tuple(missing))  # fmt: skip
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
-    if isinstance(v, str | int):
-        return str(v)
-    return _canonical(v)
-
-
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
-    cols: list[str] = []
-    for row in rows:
-        cols += [c for c in row if c not in cols]
-    return cols
-
-
-def format_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV (header from the union of the keys; empty cells for None)."""
-    import csv
-    import io
-
-    cols = _columns(rows)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else
-                         (_canonical(row[c]) if isinstance(row[c], list | dict) else row[c])
-                         for c in cols])  # fmt: skip
-    return buf.getvalue()
-
-
 def format_results_markdown(rows: list[dict[str, Any]]) -> str:
     """The results table in Markdown: metrics as ``mean ± std`` over seeds."""
     point = [c for c in _columns(rows) if c not in ("recommender", "lambda", "seeds")
@@ -583,14 +544,6 @@ def format_results_markdown(rows: list[dict[str, Any]]) -> str:
             mean, std = row[f"{m}_mean"], row[f"{m}_std"]
             cells.append("n/a" if mean is None else f"{mean:.4f} ± {std:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def format_rollouts_markdown(rows: list[dict[str, Any]]) -> str:
-    """The rollout statistics in Markdown (means over seeds)."""
-    cols = _columns(rows)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -676,7 +629,8 @@ def save_rollouts_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def _write_tables(root: Path, tables: SweepTables) -> None:
+def write_sweep_tables(root: Path, tables: SweepTables) -> None:
+    """Writes ``results.csv`` / ``.md``, ``frontier.png`` and the rollout tables and plot."""
     from flame_jax._io import write_bytes_atomic
 
     write_bytes_atomic(root / "results.csv", format_csv(tables.results).encode())
@@ -838,7 +792,7 @@ def run_sweep(
 
         multihost_utils.sync_global_devices("flame_jax sweep finished")
     tables = gather_sweep(runs, root)
-    _write_tables(root, tables)
+    write_sweep_tables(root, tables)
     return tables
 
 
@@ -922,196 +876,3 @@ def load_sweep_config(path: str | Path) -> "SweepConfig | ConsensusSweepConfig":
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     return config
-
-
-# ------------------------------------------------------------------------------------------------
-# consensus: Vancouver's numeric parameters over synthetic review matrices, in one program
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ConsensusSweepConfig:
-    """A grid of Vancouver parameters scored on synthetic peer-review matrices.
-
-    Each vignette has one answer per model with a planted quality q ~ N(0.5, answer_spread),
-    clipped to [0, 1]; reviewer r grades every other model's answer as q + N(0, noise_r) (self
-    review excluded), and each review fails (a missing edge) with probability
-    ``failure_rate``. Vancouver runs at every point of eps x variance_floor x init_variance at
-    once (``flame_jax.consensus.vancouver_grid``, vmapped over the vignettes, one jit).
-
-    Attributes:
-        vignettes: vignettes per seed.
-        reviewer_noise: grading noise std of each model (its length is the ensemble size).
-        answer_spread: std of the planted answer quality.
-        failure_rate: probability that a review is missing.
-        seeds: one synthetic set per seed (the tables give mean and std over seeds).
-        eps, variance_floor, init_variance: the grid (``variance_floor`` 0: no floor).
-        iterations, leave_one_out: Vancouver's static settings.
-    """
-
-    vignettes: int = 2000
-    reviewer_noise: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)
-    answer_spread: float = 0.2
-    failure_rate: float = 0.1
-    seeds: tuple[int, ...] = (0, 1, 2)
-    eps: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
-    variance_floor: tuple[float, ...] = (0.0, 1e-3, 1e-2)
-    init_variance: tuple[float, ...] = (0.1, 1.0)
-    iterations: int = 20
-    leave_one_out: bool = True
-
-    def __post_init__(self) -> None:
-        if self.vignettes < 1 or len(self.reviewer_noise) < 3 or not self.seeds:
-            raise ValueError(
-                "ConsensusSweepConfig: vignettes >= 1, at least 3 reviewer_noise values and one "
-                f"seed needed, got {self.vignettes}, {list(self.reviewer_noise)}, "
-                f"{list(self.seeds)}"
-            )
-        if any(not (math.isfinite(s) and s >= 0) for s in self.reviewer_noise):
-            raise ValueError(f"reviewer_noise must be >= 0, got {list(self.reviewer_noise)}")
-        if not (0 <= self.failure_rate < 1 and self.answer_spread > 0):
-            raise ValueError(
-                f"failure_rate must be in [0, 1) and answer_spread > 0, got {self.failure_rate}, "
-                f"{self.answer_spread}"
-            )
-        for name, ok in (("eps", lambda v: v > 0), ("variance_floor", lambda v: v >= 0),
-                         ("init_variance", lambda v: v > 0)):  # fmt: skip
-            values = getattr(self, name)
-            bad = [v for v in values if not (math.isfinite(v) and ok(v))]
-            if not values or bad:
-                raise ValueError(f"{name}: needs values in range, got {list(values)}")
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
-
-
-def _review_matrices(config: ConsensusSweepConfig, seed: int):
-    rng = np.random.default_rng([seed, 2025])
-    v, n = config.vignettes, len(config.reviewer_noise)
-    quality = np.clip(rng.normal(0.5, config.answer_spread, (v, n)), 0.0, 1.0)
-    noise = np.asarray(config.reviewer_noise, np.float64)[None, :, None]
-    grades = quality[:, None, :] + rng.normal(size=(v, n, n)) * noise  # [vignettes, r, items]
-    mask = ~np.eye(n, dtype=bool)[None] & (rng.random((v, n, n)) >= config.failure_rate)
-    return grades.astype(np.float32), mask, quality
-
-
-def _consensus_scores(grade, reliability, quality, best, seen, precision_rank) -> dict[str, float]:
-    out = {
-        "top1": float(np.mean(np.where(seen, grade, -np.inf).argmax(-1) == best)),
-        "rmse": float(np.sqrt(np.mean(np.square(grade - quality)[seen]))),
-    }
-    if reliability is not None:
-        ranks = np.argsort(np.argsort(-reliability, axis=-1), axis=-1)
-        d = ranks - precision_rank[None]
-        n = reliability.shape[-1]
-        out["reliability_rank"] = float(np.mean(1 - 6 * np.sum(d * d, -1) / (n**3 - n)))
-    return out
-
-
-def consensus_sweep(config: ConsensusSweepConfig) -> list[dict[str, Any]]:
-    """Top-1 accuracy and grade error of Vancouver at every grid point, and of the plain mean.
-
-    Per seed and point: ``top1`` = fraction of vignettes whose highest consensus grade is the
-    best planted answer; ``rmse`` = root mean squared error of the consensus grades against the
-    planted qualities; ``reliability_rank`` = Spearman correlation between the reviewers'
-    reliabilities and their true precision (1 / noise), averaged over vignettes. The row
-    ``method: mean`` is the unweighted mean of the observed grades (no reviewer model).
-
-    Returns:
-        Rows ``{method, eps, variance_floor, init_variance, <metric>_mean, <metric>_std}``,
-        mean and sample std over ``config.seeds``.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from flame_jax.consensus import vancouver_grid
-
-    points = list(itertools.product(config.eps, config.variance_floor, config.init_variance))
-    eps, floor, init = (jnp.asarray(np.array(c, np.float32)) for c in zip(*points, strict=True))
-
-    @jax.jit
-    def run(grades, mask):
-        def one(g, m):
-            return vancouver_grid(g, m, eps=eps, variance_floor=floor, init_variance=init,
-                                  iterations=config.iterations,
-                                  leave_one_out=config.leave_one_out)  # fmt: skip
-
-        res = jax.vmap(one)(grades, mask)
-        return res.grade, res.reliability, res.item_count
-
-    precision_rank = np.argsort(np.argsort(np.asarray(config.reviewer_noise)))  # 0: least noisy
-    per_seed: dict[tuple, list[dict[str, float]]] = {}
-    for seed in config.seeds:
-        grades, mask, quality = _review_matrices(config, seed)
-        outputs = run(jnp.asarray(grades), jnp.asarray(mask))
-        grade, reliability, count = (np.asarray(x, np.float64) for x in outputs)
-        best = quality.argmax(-1)
-        seen = count[:, 0, :] > 0  # [vignettes, items]
-        observed = np.where(mask, grades, 0.0).sum(1) / np.maximum(mask.sum(1), 1)
-        mean_grade = np.where(seen, observed, 0.0)
-
-        truth = (quality, best, seen, precision_rank)
-        per_seed.setdefault(("mean", None, None, None), []).append(
-            _consensus_scores(mean_grade, None, *truth)
-        )
-        for p, (e, f, i) in enumerate(points):
-            per_seed.setdefault(("vancouver", e, f, i), []).append(
-                _consensus_scores(grade[:, p], reliability[:, p], *truth)
-            )
-    rows = []
-    for (method, e, f, i), runs in per_seed.items():
-        row: dict[str, Any] = {"method": method, "eps": e, "variance_floor": f,
-                               "init_variance": i, "seeds": len(runs)}  # fmt: skip
-        for m in ("top1", "rmse", "reliability_rank"):
-            if m in runs[0]:
-                row[f"{m}_mean"], row[f"{m}_std"] = _spread([r[m] for r in runs])
-        rows.append(row)
-    return rows
-
-
-def save_consensus_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Top-1 accuracy and RMSE against eps per (floor, initial variance), seed std as bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flame_jax.plots import save_figure
-
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.6))
-    base = next((r for r in rows if r["method"] == "mean"), None)
-    series: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        if r["method"] == "vancouver":
-            series.setdefault(
-                f"floor={r['variance_floor']:g}, V0={r['init_variance']:g}", []
-            ).append(r)
-    for a, m in zip(axes, ("top1", "rmse"), strict=True):
-        for label, pts in series.items():
-            pts = sorted(pts, key=lambda r: r["eps"])
-            ys = [r[f"{m}_mean"] for r in pts]
-            err = [r[f"{m}_std"] for r in pts]
-            xs = [r["eps"] for r in pts]
-            a.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
-        if base is not None:
-            a.axhline(base[f"{m}_mean"], color="k", linestyle=":", label="plain mean")
-        a.set_xscale("log")
-        a.set_xlabel("eps")
-        a.set_title({"top1": "top-1 accuracy (best answer chosen)", "rmse": "grade RMSE"}[m],
-                    fontsize=9)  # fmt: skip
-        a.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def run_consensus_sweep(config: ConsensusSweepConfig, out: str | Path) -> list[dict[str, Any]]:
-    """Runs :func:`consensus_sweep`; writes ``consensus.csv``, ``.md``, ``.png`` in ``out``."""
-    from flame_jax._io import write_bytes_atomic, write_json_atomic
-    from flame_jax._records import record_to_plain
-
-    root = Path(out)
-    rows = consensus_sweep(config)
-    write_json_atomic(root / "consensus_sweep.json", record_to_plain(config))
-    write_bytes_atomic(root / "consensus.csv", format_csv(rows).encode())
-    write_bytes_atomic(root / "consensus.md", (format_rollouts_markdown(rows) + "\n").encode())
-    save_consensus_plot(rows, root / "consensus.png")
-    return rows

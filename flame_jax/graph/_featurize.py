@@ -4,6 +4,8 @@ One SMILES string becomes one graph: every atom a node, every bond two directed 
 directions, so a message passes each way). The fragments of a salt (``"[Na+].[Cl-]"``) stay in the
 same graph, unconnected; a bare ion (``"[K+]"``) is one node and no edges. Hydrogens are not
 nodes: they are counted in each heavy atom's features, as RDKit's default parser leaves them.
+RDKit comes with the ``[data]`` extra and is imported on first use, so the rest of
+``flame_jax.graph`` (batching of ready graphs, the encoders) works without it.
 
 Atom features (``ATOM_FEATURES`` = 50 columns, each block one-hot, in this order):
 
@@ -30,11 +32,14 @@ stereo                4      none, any, Z (incl. cis), E (incl. trans); atropiso
 """
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rdkit import Chem, rdBase
 
 from flame_jax.graph._compat import jraph
+
+if TYPE_CHECKING:  # annotations name RDKit's types by their full path; beartype imports them
+    import rdkit.Chem
 
 __all__ = [
     "ATOM_FEATURES",
@@ -53,25 +58,6 @@ ELEMENTS = (
 _ELEMENT_INDEX = {symbol: i for i, symbol in enumerate(ELEMENTS)}
 _MAX_DEGREE = 6  # buckets 0..5 and ">= 6"
 _MAX_HYDROGENS = 5  # buckets 0..4 and ">= 5"
-_CHIRAL = {
-    Chem.ChiralType.CHI_UNSPECIFIED: 0,
-    Chem.ChiralType.CHI_TETRAHEDRAL_CW: 1,
-    Chem.ChiralType.CHI_TETRAHEDRAL_CCW: 2,
-}
-_BOND_TYPE = {
-    Chem.BondType.SINGLE: 0,
-    Chem.BondType.DOUBLE: 1,
-    Chem.BondType.TRIPLE: 2,
-    Chem.BondType.AROMATIC: 3,
-}
-_STEREO = {
-    Chem.BondStereo.STEREONONE: 0,
-    Chem.BondStereo.STEREOANY: 1,
-    Chem.BondStereo.STEREOZ: 2,
-    Chem.BondStereo.STEREOCIS: 2,
-    Chem.BondStereo.STEREOE: 3,
-    Chem.BondStereo.STEREOTRANS: 3,
-}
 
 # Column offsets of each one-hot block.
 _A_ELEMENT = 0
@@ -89,11 +75,48 @@ _B_STEREO = _B_RING + 1
 BOND_FEATURES = _B_STEREO + 4
 
 
+def _rdkit():
+    """RDKit's ``Chem`` and ``rdBase`` modules, imported on first use."""
+    try:  # RDKit is heavy and optional (the [data] extra): graph's encoders work without it
+        from rdkit import Chem, rdBase
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            "SMILES featurisation needs RDKit, the [data] extra: pip install 'flame-jax[data]'"
+        ) from error
+    return Chem, rdBase
+
+
+@functools.cache
+def _codes() -> tuple[dict, dict, dict]:
+    """RDKit enum -> column tables: chirality tag, bond type and bond stereo."""
+    Chem, _ = _rdkit()
+    chiral = {
+        Chem.ChiralType.CHI_UNSPECIFIED: 0,
+        Chem.ChiralType.CHI_TETRAHEDRAL_CW: 1,
+        Chem.ChiralType.CHI_TETRAHEDRAL_CCW: 2,
+    }
+    bond_type = {
+        Chem.BondType.SINGLE: 0,
+        Chem.BondType.DOUBLE: 1,
+        Chem.BondType.TRIPLE: 2,
+        Chem.BondType.AROMATIC: 3,
+    }
+    stereo = {
+        Chem.BondStereo.STEREONONE: 0,
+        Chem.BondStereo.STEREOANY: 1,
+        Chem.BondStereo.STEREOZ: 2,
+        Chem.BondStereo.STEREOCIS: 2,
+        Chem.BondStereo.STEREOE: 3,
+        Chem.BondStereo.STEREOTRANS: 3,
+    }
+    return chiral, bond_type, stereo
+
+
 class GraphError(ValueError):
     """A SMILES string cannot become a molecular graph; the message names the drug and SMILES."""
 
 
-def atom_features(atom: Chem.Atom) -> np.ndarray:
+def atom_features(atom: "rdkit.Chem.Atom") -> np.ndarray:
     """The ``ATOM_FEATURES`` one-hot / flag vector of one RDKit atom (float32).
 
     Examples:
@@ -107,12 +130,13 @@ def atom_features(atom: Chem.Atom) -> np.ndarray:
     x[_A_DEGREE + min(atom.GetDegree(), _MAX_DEGREE)] = 1.0
     x[_A_CHARGE + min(max(atom.GetFormalCharge(), -2), 2) + 2] = 1.0
     x[_A_AROMATIC] = float(atom.GetIsAromatic())
-    x[_A_CHIRAL + _CHIRAL.get(atom.GetChiralTag(), 3)] = 1.0
+    chiral, _, _ = _codes()
+    x[_A_CHIRAL + chiral.get(atom.GetChiralTag(), 3)] = 1.0
     x[_A_HYDROGENS + min(atom.GetTotalNumHs(), _MAX_HYDROGENS)] = 1.0
     return x
 
 
-def bond_features(bond: Chem.Bond) -> np.ndarray:
+def bond_features(bond: "rdkit.Chem.Bond") -> np.ndarray:
     """The ``BOND_FEATURES`` one-hot / flag vector of one RDKit bond (float32).
 
     Examples:
@@ -121,18 +145,20 @@ def bond_features(bond: Chem.Bond) -> np.ndarray:
         >>> bond_features(b).tolist()
         [0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     """
+    _, bond_type, stereo = _codes()
     x = np.zeros(BOND_FEATURES, np.float32)
-    x[_B_TYPE + _BOND_TYPE.get(bond.GetBondType(), 4)] = 1.0
+    x[_B_TYPE + bond_type.get(bond.GetBondType(), 4)] = 1.0
     x[_B_CONJUGATED] = float(bond.GetIsConjugated())
     x[_B_RING] = float(bond.IsInRing())
-    x[_B_STEREO + _STEREO.get(bond.GetStereo(), 1)] = 1.0
+    x[_B_STEREO + stereo.get(bond.GetStereo(), 1)] = 1.0
     return x
 
 
-def _parse(smiles: str, name: str) -> Chem.Mol:
+def _parse(smiles: str, name: str) -> "rdkit.Chem.Mol":
     where = f"drug {name!r}: " if name else ""
     if not isinstance(smiles, str) or not smiles.strip():
         raise GraphError(f"{where}empty SMILES {smiles!r}")
+    Chem, rdBase = _rdkit()
     with rdBase.BlockLogs():  # RDKit reports parse errors on stderr; we raise them instead
         mol = Chem.MolFromSmiles(smiles)
         if mol is not None:

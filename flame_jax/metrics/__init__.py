@@ -17,7 +17,7 @@ References:
 
 from flame_jax.metrics._ranking import average_precision
 from flame_jax.metrics._reduce import safe_divide, weighted_mean
-from flame_jax.metrics._report import MetricsReport, evaluate_sets, format_table
+from flame_jax.metrics._report import METRIC_COLUMNS, MetricsReport, evaluate_sets, format_table
 from flame_jax.metrics._resample import bootstrap_weights
 from flame_jax.metrics._safety import (
     ddi_pair_counts,
@@ -37,6 +37,7 @@ from flame_jax.metrics._summary import (
 )
 
 __all__ = [
+    "METRIC_COLUMNS",
     "MetricsReport",
     "SetMetrics",
     "VisitMetrics",

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from flame_jax.consensus._members import (
+from flame_jax.consensus import (
     MemberError,
     RecommenderMember,
     parse_review_prompt,

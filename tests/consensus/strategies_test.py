@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from flame_jax.cli._config_io import load_config
 from flame_jax.cli.main import main
+from flame_jax.config import load_config
 from flame_jax.consensus._history import read_history, recommend_from_history
 from flame_jax.consensus._strategies import (
     METRICS,

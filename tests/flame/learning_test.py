@@ -44,8 +44,13 @@ from flame_jax.flame._encode import pad_prompts
 from flame_jax.flame._grpo import banned_tokens
 from flame_jax.flame._prompts import Prompt
 from flame_jax.flame._sft import ListExamples
-from flame_jax.policy import LoraConfig, add_lora, build_tiny_tokenizer, load_tokenizer
-from flame_jax.policy._scoring import completion_logprobs
+from flame_jax.policy import (
+    LoraConfig,
+    add_lora,
+    build_tiny_tokenizer,
+    completion_logprobs,
+    load_tokenizer,
+)
 from flame_jax.rl import (
     AdvantageConfig,
     DrugVocabulary,
@@ -58,6 +63,8 @@ from flame_jax.rl import (
     segment_tokens,
 )
 from flame_jax.train import OptimizerConfig
+
+pytestmark = pytest.mark.slow  # dozens of short trainings (about 2 CPU-minutes; not in test-fast)
 
 DRUGS = ("aspirin", "warfarin", "heparin", "insulin", "metformin", "digoxin", "lisinopril")
 CONTEXT = ("fever", "cough")

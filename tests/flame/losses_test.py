@@ -42,6 +42,7 @@ def _unpad(padded, i):
     return padded.tokens[i][m], padded.kind[i][m], padded.ref[i][m]
 
 
+@pytest.mark.slow  # builds and scores FLAME policies
 @pytest.mark.parametrize(("rows", "evidence"), [([0], False), ([2, 5, 9], False), ([4, 1], True)])
 def test_cls_loss_matches_reference(
     dataset, encoder, tables, prompt_config, previous, policy, rows, evidence
@@ -82,6 +83,7 @@ def test_cls_loss_matches_reference(
         np.testing.assert_allclose(p, p_ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # builds and scores FLAME policies
 def test_sft_loss_matches_reference(dataset, encoder, tables, prompt_config, previous, policy):
     tasks = [EditTask(row=1, pre_list=(0, 3), add=(5,), remove=(3,)),
              EditTask(row=7, pre_list=(2,), add=(), remove=())]  # fmt: skip
@@ -160,6 +162,7 @@ def _edit_batch(dataset, encoder, tables, previous, policy, *, constrained, seed
     return batch
 
 
+@pytest.mark.slow  # builds and scores FLAME policies
 @pytest.mark.parametrize("constrained", [False, True])
 def test_grpo_rollouts_and_loss_use_one_policy(dataset, encoder, tables, previous, policy,
                                                constrained):  # fmt: skip
@@ -201,6 +204,7 @@ def test_grpo_rollouts_and_loss_use_one_policy(dataset, encoder, tables, previou
     assert float(aux["kl"]) < 1e-6  # no adapters: the reference is the policy itself
 
 
+@pytest.mark.slow  # builds and scores FLAME policies
 @pytest.mark.parametrize("constrained", [False, True])
 def test_grpo_micro_batches_give_the_whole_batch_gradient(dataset, encoder, tables, previous,
                                                           policy, constrained):  # fmt: skip

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import yaml
 
-from flame_jax.cli._config_io import dump_config, load_config
 from flame_jax.cli.main import main
+from flame_jax.config import dump_config, load_config
 from flame_jax.flame import FlameConfig, LoopConfig, PolicyConfig
 from flame_jax.flame._pipeline import _Run, _stage_grpo, grpo_dir
 from flame_jax.train import read_metrics
+
+pytestmark = pytest.mark.slow  # the whole FLAME pipeline, stage by stage (not in test-fast)
 
 # No knowledge fusion here (no baselines to fit): the stages and their plumbing are the subject.
 CONFIG = FlameConfig.tiny(

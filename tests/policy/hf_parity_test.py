@@ -21,6 +21,8 @@ from flame_jax.policy import (
     shard_largest_axis,
 )
 
+pytestmark = pytest.mark.slow  # parity with PyTorch reference models (make test-fast skips them)
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

@@ -186,6 +186,7 @@ def test_merge_and_export(tmp_path):
         make_lora_optimizer(model, optax.sgd(0.1))
 
 
+@pytest.mark.slow  # parity with the PyTorch reference model
 def test_export_loads_in_hugging_face(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")

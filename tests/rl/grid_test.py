@@ -94,6 +94,7 @@ CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow  # a whole sweep grid against a loop over its points
 @pytest.mark.parametrize("case_id", range(len(CASES)))
 def test_grid_matches_loop_over_points(case_id):
     batch, group, meds, steps, tokens, advantage, gamma, refusal = CASES[case_id]

@@ -10,6 +10,8 @@ from flame_jax.policy import write_tiny_model
 from flame_jax.serve import PolicyBackend, create_app, serve_in_thread
 from tests.consensus.protocol_helpers import recommender_member, vignettes, vocab
 
+pytestmark = pytest.mark.slow  # live servers on loopback (make test-fast skips them)
+
 
 @pytest.fixture(scope="module")
 def path(tmp_path_factory):

@@ -20,6 +20,8 @@ import pytest
 from flame_jax.policy import write_tiny_model
 from flame_jax.serve import PolicyBackend, create_app, serve_in_thread
 
+pytestmark = pytest.mark.slow  # live servers on loopback (make test-fast skips them)
+
 BODY_TIMEOUT_S = 1.0
 HEADER_TIMEOUT_S = 1.0
 MAX_TOKENS = 64  # token buckets 16, 32, 64; every prompt here fits the 16-token prompt bucket

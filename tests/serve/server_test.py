@@ -16,6 +16,8 @@ from flame_jax.data import save_dataset
 from flame_jax.serve import RecommenderBackend, create_app, serve_in_thread
 from tests.consensus.protocol_helpers import cohort, recommender_member, vignettes, vocab
 
+pytestmark = pytest.mark.slow  # live servers on loopback (make test-fast skips them)
+
 KEY = {"Authorization": "Bearer sk-test"}
 
 

@@ -88,6 +88,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two JAX processes joined by jax.distributed, plus a reference run
 def test_two_processes_train_together_and_match_one_process(tmp_path):
     port = _free_port()
     out = tmp_path / "run"
