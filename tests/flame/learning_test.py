@@ -303,7 +303,7 @@ def train(task: Task, encoder: PromptEncoder, run: Run, *, seed: int, out,
     policy = build_policy(POLICY, encoder.tokenizer, None, seed=seed)
     wrt = nnx.Param
     emb = policy.decoder.embed_tokens.embedding
-    emb.value = emb.value * run.embedding_scale
+    emb[...] = emb[...] * run.embedding_scale
     if run.lora_rank is not None:
         add_lora(policy.decoder, LoraConfig(rank=run.lora_rank, alpha=2.0 * run.lora_rank),
                  rngs=nnx.Rngs(seed + 1))  # fmt: skip
