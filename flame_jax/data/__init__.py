@@ -40,12 +40,7 @@ from flame_jax.data._oracle import (
     most_frequent_recommend,
     oracle_recommend,
 )
-from flame_jax.data._pickles import (
-    PickleRefusedError,
-    import_pickles,
-    read_pickles,
-    safe_load,
-)
+from flame_jax.data._pickles import import_pickles, read_pickles
 from flame_jax.data._synthetic import (
     SyntheticCohort,
     SyntheticConfig,
@@ -65,6 +60,7 @@ from flame_jax.data._tfds import (
     tfds_builder,
     tfds_data_source,
 )
+from flame_jax.data._unpickler import PickleRefusedError, safe_load
 
 __all__ = [
     "FLAME_ADVERSE_TYPES",
